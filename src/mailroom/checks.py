@@ -1,0 +1,1 @@
+"""System checks for the MAILROOM setting (filled in below)."""

@@ -1,0 +1,93 @@
+"""Settings for mailroom's own test suite.
+
+``MAILROOM_TEST_DB`` picks the database: ``sqlite`` (default), ``postgres`` or ``mariadb``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+SECRET_KEY = "mailroom-tests"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+DEFAULT_FROM_EMAIL = "app@example.com"
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.admin",
+    "mailroom",
+]
+
+_db = os.environ.get("MAILROOM_TEST_DB", "sqlite")
+if _db == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("MAILROOM_PG_NAME", "mailroom"),
+            "USER": os.environ.get("MAILROOM_PG_USER", "postgres"),
+            "HOST": os.environ.get("MAILROOM_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("MAILROOM_PG_PORT", "5432"),
+        }
+    }
+elif _db == "mariadb":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": "mailroom",
+            "USER": "root",
+            "HOST": "127.0.0.1",
+            "PORT": "3306",
+        }
+    }
+else:
+    # A file database (not :memory:) so that worker subprocesses can share it.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.path.join(tempfile.gettempdir(), "mailroom-tests.sqlite3"),
+            "TEST": {"NAME": os.path.join(tempfile.gettempdir(), "mailroom-tests-test.sqlite3")},
+        }
+    }
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+ROOT_URLCONF = "tests.urls"
+
+EMAIL_BACKEND = "mailroom.backend.EmailBackend"
+MAILROOM = {
+    "BACKENDS": {
+        "default": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {"host": "127.0.0.1", "port": 1, "timeout": 5},
+        }
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"mailroom": {"handlers": ["console"], "level": "WARNING"}},
+}
