@@ -5,6 +5,8 @@ Each class's docstring is the sentence a person reads when it is raised without 
 
 from __future__ import annotations
 
+from django.core.exceptions import ImproperlyConfigured
+
 
 class MailroomError(Exception):
     """Something went wrong in mailroom."""
@@ -31,8 +33,11 @@ class UndecodableMessage(SerializationError):
     """The stored row cannot be rebuilt into an email message."""
 
 
-class BackendNotConfigured(MailroomError):
+class BackendNotConfigured(MailroomError, ImproperlyConfigured):
     """A delivery backend alias is unknown or its settings are wrong."""
+
+    # An ImproperlyConfigured, so the classifier pauses the backend rather than charging
+    # messages for a settings mistake.
 
 
 class BackendRecursion(BackendNotConfigured):

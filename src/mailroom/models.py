@@ -77,6 +77,8 @@ class Message(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     #: Attempts charged against the retry budget (backend outages are not charged).
     attempts = models.PositiveIntegerField(default=0)
+    #: When the age budget (MAX_AGE) started, if not at ``created_at``: an operator's requeue.
+    budget_since = models.DateTimeField(null=True, blank=True)
 
     # Copies of what an operator searches by; the payload is the source of truth.
     message_id = models.CharField(max_length=255, db_index=True)

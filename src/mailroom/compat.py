@@ -1,0 +1,49 @@
+"""The differences between the Django versions mailroom supports, in one place.
+
+Django 6.0 changed how a message becomes bytes (``message(policy=...)``) and how the SMTP
+backend prepares envelope addresses (``prep_address``); Django 6.1 added ``MAILERS``. Everything
+else in mailroom calls these helpers instead of testing ``django.VERSION`` itself.
+"""
+
+from __future__ import annotations
+
+import email.policy
+from typing import Any
+
+import django
+from django.conf import settings
+from django.core.mail import EmailMessage
+from django.core.mail.backends import smtp
+
+DJANGO_6 = django.VERSION >= (6, 0)
+HAS_MAILERS = django.VERSION >= (6, 1)
+
+
+def mailers_configured() -> bool:
+    """True on Django 6.1+ when the project uses the ``MAILERS`` setting."""
+    return HAS_MAILERS and bool(getattr(settings, "MAILERS", None))
+
+
+def envelope_address(address: str, encoding: str | None = None) -> str:
+    """The SMTP envelope form of ``address``, exactly as Django's SMTP backend computes it.
+
+    Raises ValueError for an address that cannot be sent (CR/LF injection, several mailboxes,
+    parser defects), so that enqueue can refuse it before anything is stored.
+    """
+    if DJANGO_6:
+        # prep_address() does not use the instance; an unconfigured one avoids reading
+        # EMAIL_* settings, which raise once MAILERS is defined.
+        return str(smtp.EmailBackend.prep_address(_PREP_SELF, address))
+    from django.core.mail.message import sanitize_address
+
+    return str(sanitize_address(address, encoding or settings.DEFAULT_CHARSET))
+
+
+_PREP_SELF: Any = object()
+
+
+def render_mime(message: EmailMessage) -> bytes:
+    """The bytes Django's SMTP backend would put after DATA for ``message``."""
+    if DJANGO_6:
+        return bytes(message.message(policy=email.policy.SMTP).as_bytes())  # type: ignore[call-arg]
+    return bytes(message.message().as_bytes(linesep="\r\n"))

@@ -1,0 +1,128 @@
+"""Sending a batch of messages through one real backend, capturing what happened to each.
+
+One :class:`DeliverySession` per delivery alias per batch: the backend's connection is opened
+once and reused for every message. Each message is its own ``send`` so that an exception
+belongs to that message alone (Django's ``send_messages`` abandons the rest of a list at the
+first exception).
+
+For Django's own SMTP backend, mailroom drives the backend's ``smtplib`` connection directly
+with the bytes rendered at enqueue. That does no MIME work at send time, and it is the only way
+to see the per-recipient refusals that ``sendmail`` returns (Django's backend discards them,
+so a partially refused message would count as sent).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
+
+from . import compat
+from .connections import open_backend, uses_smtp_fast_path
+from .models import Message
+from .outcomes import DeliveryResult
+from .serialization import from_payload
+
+logger = logging.getLogger(__name__)
+
+
+class DeliverySession:
+    """An open connection to one delivery backend, for the length of one batch."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self.backend: BaseEmailBackend | None = None
+        self.fast_path = False
+
+    def open(self) -> None:
+        """Create the backend and connect. Raises whatever the backend raises."""
+        self.backend = open_backend(self.alias)
+        self.fast_path = uses_smtp_fast_path(self.backend)
+        self.backend.open()
+
+    def close(self) -> None:
+        if self.backend is None:
+            return
+        try:
+            self.backend.close()
+        except Exception:
+            # The batch's outcomes are already known; a failing QUIT changes none of them.
+            logger.debug("mailroom: closing backend %r failed", self.alias, exc_info=True)
+
+    def deliver(self, row: Message) -> DeliveryResult:
+        recipients = tuple(row.pending)
+        try:
+            if self.fast_path:
+                return self._deliver_smtp(row, recipients)
+            return self._deliver_generic(row, recipients)
+        except Exception as exc:
+            return DeliveryResult(recipients=recipients, error=exc)
+
+    def _deliver_smtp(self, row: Message, recipients: tuple[str, ...]) -> DeliveryResult:
+        backend: Any = self.backend
+        mime = bytes(row.mime) if row.mime is not None else compat.render_mime(rebuild(row))
+        if backend.connection is None:
+            backend.open()
+        try:
+            refused = backend.connection.sendmail(row.from_email, list(recipients), mime)
+        except Exception:
+            # After a 421 or a disconnect smtplib has closed the socket but Django still holds
+            # the object; reusing it would fail every following message. Start afresh.
+            self.close()
+            raise
+        return DeliveryResult(recipients=recipients, refused=_normalise(refused))
+
+    def _deliver_generic(self, row: Message, recipients: tuple[str, ...]) -> DeliveryResult:
+        assert self.backend is not None
+        message = rebuild(row)
+        if set(recipients) != set(row.recipients):
+            _restrict(message, set(recipients))
+        sent = self.backend.send_messages([message])
+        status = getattr(message, "anymail_status", None)
+        esp_status, esp_id = _anymail_status(status)
+        return DeliveryResult(
+            recipients=recipients,
+            sent_count=int(sent or 0),
+            esp_status=esp_status,
+            esp_message_id=esp_id,
+        )
+
+
+def rebuild(row: Message) -> EmailMessage:
+    """The EmailMessage stored in ``row``; UndecodableMessage if it cannot be rebuilt."""
+    return from_payload(row.payload)
+
+
+def _restrict(message: EmailMessage, keep: set[str]) -> None:
+    # A retry for some recipients only: the others already have the message (or can never
+    # get it), so they must not be sent it again.
+    def kept(addresses: list[str]) -> list[str]:
+        return [a for a in addresses if compat.envelope_address(a, message.encoding) in keep]
+
+    message.to = kept(list(message.to))
+    message.cc = kept(list(message.cc))
+    message.bcc = kept(list(message.bcc))
+
+
+def _normalise(refused: dict[str, tuple[int, bytes | str]]) -> dict[str, tuple[int, str]]:
+    return {
+        address: (int(code), text.decode("utf-8", "replace") if isinstance(text, bytes) else text)
+        for address, (code, text) in (refused or {}).items()
+    }
+
+
+def _anymail_status(status: Any) -> tuple[dict[str, str] | None, str | None]:
+    # Read the attributes, never repr() it: anymail_status's repr raises when some
+    # recipients were rejected (message_id is then a set holding None).
+    if status is None:
+        return None, None
+    recipients = getattr(status, "recipients", None) or {}
+    per_recipient = {
+        str(address): str(getattr(info, "status", "unknown")) for address, info in recipients.items()
+    }
+    message_id = getattr(status, "message_id", None)
+    if isinstance(message_id, set):
+        message_id = ", ".join(sorted(str(m) for m in message_id if m))
+    return (per_recipient or None), (str(message_id) if message_id else None)

@@ -1,0 +1,189 @@
+"""Putting messages on the queue, one or many, inside the caller's transaction.
+
+Everything that can be decided about a message is decided here, once: it is validated (an
+address or header that could never be sent is refused now, with a clear error, rather than
+found by a worker later), its Message-ID and Date are pinned so every retry carries the same
+ones, and for SMTP delivery it is rendered to bytes so that sending does no MIME work.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from email.utils import formatdate, make_msgid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from django.core.mail import EmailMessage
+from django.core.mail.utils import DNS_NAME
+from django.utils import timezone
+from django.utils.encoding import force_str
+from django.utils.functional import Promise
+
+from . import compat, signals
+from .conf import get_settings
+from .connections import is_smtp_alias
+from .exceptions import BackendNotConfigured, InvalidMessage, SerializationError
+from .models import Message, Priority
+from .serialization import to_payload
+
+logger = logging.getLogger(__name__)
+
+_SUBJECT_LIMIT = Message._meta.get_field("subject").max_length or 255
+
+
+def enqueue(
+    message: EmailMessage,
+    *,
+    priority: Priority | str | int = Priority.NORMAL,
+    send_at: datetime | None = None,
+    expires_at: datetime | None = None,
+    backend: str | None = None,
+) -> Message:
+    """Queue one message for delivery and return its row.
+
+    The row is written through the default database connection, so it joins the caller's
+    transaction: if that rolls back, nothing is queued and nothing will be sent.
+    Raises InvalidMessage (and stores nothing) when the message could never be sent.
+    """
+    return enqueue_many(
+        [message], priority=priority, send_at=send_at, expires_at=expires_at, backend=backend
+    )[0]
+
+
+def enqueue_many(
+    messages: Iterable[EmailMessage],
+    *,
+    priority: Priority | str | int = Priority.NORMAL,
+    send_at: datetime | None = None,
+    expires_at: datetime | None = None,
+    backend: str | None = None,
+    skip_invalid: bool = False,
+) -> list[Message]:
+    """Queue many messages with one bulk insert.
+
+    Every message is validated before anything is written: by default one invalid message
+    refuses the whole call (InvalidMessage names its index); with ``skip_invalid`` the invalid
+    ones are logged and left out, and the rest are queued.
+    """
+    settings = get_settings()
+    alias = backend or settings.default_backend
+    level = Priority.coerce(priority)
+    now = timezone.now()
+    prerender = settings.prerender and _smtp_bound(alias)
+
+    rows: list[Message] = []
+    for index, message in enumerate(messages):
+        try:
+            rows.append(_build_row(message, alias, level, now, send_at, expires_at, prerender))
+        except InvalidMessage as exc:
+            exc.index = index
+            if not skip_invalid:
+                raise
+            logger.warning("mailroom: message %d not queued: %s", index, exc)
+    if not rows:
+        return []
+    created = Message.objects.bulk_create(rows)
+    signals.send_queued(created)
+    return created
+
+
+def _smtp_bound(alias: str) -> bool:
+    try:
+        return is_smtp_alias(alias)
+    except BackendNotConfigured:
+        # An unknown alias is not an enqueue error: the message waits, and the worker
+        # pauses that alias with a reason an operator can read.
+        return False
+
+
+def _build_row(
+    message: EmailMessage,
+    alias: str,
+    priority: Priority,
+    now: datetime,
+    send_at: datetime | None,
+    expires_at: datetime | None,
+    prerender: bool,
+) -> Message:
+    if not isinstance(message, EmailMessage):
+        raise InvalidMessage(f"expected an EmailMessage, got {type(message).__name__}")
+    pinned = _pin_identity(message)
+    envelope_from, recipients = _envelope(pinned)
+    _check_headers(pinned)
+    try:
+        payload = to_payload(pinned)
+    except SerializationError as exc:
+        raise InvalidMessage(f"message cannot be stored: {exc}") from exc
+    mime = None
+    if prerender:
+        try:
+            mime = compat.render_mime(pinned)
+        except (ValueError, TypeError, LookupError) as exc:
+            raise InvalidMessage(f"message cannot be rendered: {exc}") from exc
+    return Message(
+        priority=priority,
+        backend=alias,
+        created_at=now,
+        due_at=send_at or now,
+        expires_at=expires_at,
+        message_id=pinned.extra_headers["Message-ID"],
+        subject=force_str(pinned.subject)[:_SUBJECT_LIMIT],
+        from_email=envelope_from,
+        recipients=recipients,
+        payload=payload,
+        mime=mime,
+    )
+
+
+def _pin_identity(message: EmailMessage) -> EmailMessage:
+    """A shallow copy of ``message`` whose Message-ID and Date are fixed now.
+
+    The caller's object is left untouched. Django would otherwise make a new Message-ID at
+    every render, so a retried message would look like a new one to its receivers.
+    """
+    pinned = copy.copy(message)
+    headers = {str(k): v for k, v in message.extra_headers.items()}
+    lower = {k.lower(): k for k in headers}
+    if "message-id" in lower:
+        headers["Message-ID"] = force_str(headers.pop(lower["message-id"]))
+    else:
+        headers["Message-ID"] = make_msgid(domain=DNS_NAME.get_fqdn())
+    if "date" not in lower:
+        headers["Date"] = formatdate(localtime=True)
+    pinned.extra_headers = headers
+    if isinstance(pinned.subject, Promise):
+        pinned.subject = str(pinned.subject)
+    return pinned
+
+
+def _envelope(message: EmailMessage) -> tuple[str, list[str]]:
+    recipients = message.recipients()
+    if not recipients:
+        raise InvalidMessage("message has no recipients (to, cc and bcc are all empty)")
+    try:
+        envelope_from = compat.envelope_address(message.from_email, message.encoding)
+    except (ValueError, TypeError) as exc:
+        raise InvalidMessage(f"invalid sender address {message.from_email!r}: {exc}") from exc
+    prepared: list[str] = []
+    for address in recipients:
+        try:
+            prepared.append(compat.envelope_address(address, message.encoding))
+        except (ValueError, TypeError) as exc:
+            raise InvalidMessage(f"invalid recipient address {address!r}: {exc}") from exc
+    return envelope_from, prepared
+
+
+def _check_headers(message: EmailMessage) -> None:
+    # A CR or LF in a header value is header injection; Django refuses it at render time, but
+    # for messages that are not rendered now (ESP delivery) we must refuse it here.
+    values: Sequence[tuple[str, object]] = [
+        ("Subject", message.subject),
+        *message.extra_headers.items(),
+    ]
+    for name, value in values:
+        text = force_str(value)
+        if "\n" in text or "\r" in text:
+            raise InvalidMessage(f"header {name!r} contains a newline: {text[:80]!r}")
+        if "\n" in name or "\r" in name or ":" in name:
+            raise InvalidMessage(f"invalid header name {name!r}")

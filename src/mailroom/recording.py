@@ -1,0 +1,236 @@
+"""Writing down what a batch did: attempts appended, messages moved, backends paused.
+
+Writes are grouped so that the happy path costs a constant number of queries per batch (one
+bulk insert of attempts, one UPDATE of every message sent), whatever the batch size. Every
+message update is fenced on the claim token: a worker that lost its lease changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import F
+
+from . import signals
+from .classification import describe
+from .models import Attempt, BackendState, Message, Status
+from .outcomes import Classification, DeliveryResult, RecipientState, Verdict
+from .retry import Action, Decision, RetryPolicy, backend_pause
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """Everything known about one attempt, waiting to be written."""
+
+    message: Message
+    result: DeliveryResult
+    classification: Classification
+    decision: Decision
+    started_at: datetime
+    duration: float
+
+
+def record(
+    outcomes: Sequence[Outcome], *, token: str, worker: str, now: datetime, text_limit: int
+) -> list[Attempt]:
+    """Write a batch's outcomes. Returns the attempts, in the order given."""
+    if not outcomes:
+        return []
+    attempts = [_attempt(o, worker=worker, text_limit=text_limit) for o in outcomes]
+    plain_sent = [
+        o.message.pk
+        for o in outcomes
+        if o.decision.action is Action.MARK_SENT and not _has_failed_recipients(o)
+    ]
+    with transaction.atomic():
+        Attempt.objects.bulk_create(attempts)
+        if plain_sent:
+            Message.objects.filter(pk__in=plain_sent, claimed_by=token).update(
+                status=Status.SENT,
+                sent_at=now,
+                last_attempt_at=now,
+                attempts=F("attempts") + 1,
+                pending_recipients=[],
+                reason="",
+                claimed_by="",
+                claimed_until=None,
+            )
+        for outcome in outcomes:
+            if outcome.message.pk in plain_sent:
+                continue
+            _update_one(outcome, token=token, now=now)
+    _apply_in_memory(outcomes, now)
+    _signal(outcomes, attempts)
+    return attempts
+
+
+def _has_failed_recipients(outcome: Outcome) -> bool:
+    return any(r.state is RecipientState.FAILED for r in outcome.classification.recipients)
+
+
+def _attempt(outcome: Outcome, *, worker: str, text_limit: int) -> Attempt:
+    c = outcome.classification
+    error = outcome.result.error
+    return Attempt(
+        message_id=outcome.message.pk,
+        started_at=outcome.started_at,
+        duration=outcome.duration,
+        backend=outcome.message.backend,
+        worker=worker,
+        verdict=c.verdict.value,
+        charged=outcome.decision.charged,
+        code=c.code,
+        enhanced_code=c.enhanced_code or "",
+        error_type=_type_name(error) if error is not None else "",
+        error_text=describe(error)[:text_limit] if error is not None else "",
+        reason=c.reason[:text_limit],
+        recipients={r.address: r.as_json() for r in c.recipients},
+        esp_message_id=(outcome.result.esp_message_id or "")[:255],
+    )
+
+
+def _type_name(error: BaseException) -> str:
+    cls = type(error)
+    return f"{cls.__module__}.{cls.__qualname__}"[:255]
+
+
+def _update_one(outcome: Outcome, *, token: str, now: datetime) -> None:
+    d = outcome.decision
+    fields: dict[str, object] = {"claimed_by": "", "claimed_until": None, "reason": d.reason}
+    if d.charged:
+        fields["attempts"] = F("attempts") + 1
+        fields["last_attempt_at"] = now
+    if d.pending is not None and d.action is not Action.MARK_SENT:
+        fields["pending_recipients"] = list(d.pending)
+    if d.action is Action.MARK_SENT:
+        fields.update(status=Status.SENT, sent_at=now, pending_recipients=[])
+        fields["reason"] = _partial_reason(outcome)
+    elif d.action is Action.RETRY_LATER:
+        fields.update(status=Status.QUEUED, due_at=d.due_at)
+    elif d.action is Action.FAIL:
+        fields.update(status=Status.FAILED)
+    else:  # REQUEUE_AND_PAUSE: back as it was; the paused backend holds it.
+        fields.update(status=Status.QUEUED, reason=f"waiting for backend: {d.reason}")
+    changed = Message.objects.filter(pk=outcome.message.pk, claimed_by=token).update(**fields)
+    if not changed:
+        logger.warning(
+            "mailroom: message %s: lease lost before its outcome (%s) was recorded",
+            outcome.message.pk,
+            outcome.classification.verdict.value,
+        )
+
+
+def _partial_reason(outcome: Outcome) -> str:
+    failed = [r for r in outcome.classification.recipients if r.state is RecipientState.FAILED]
+    if not failed:
+        return ""
+    refused = "; ".join(f"{r.address}: {r.detail or r.code}" for r in failed)
+    return f"sent, but refused for good by the server for: {refused}"
+
+
+def _apply_in_memory(outcomes: Sequence[Outcome], now: datetime) -> None:
+    """Mirror the written state on the in-memory rows (for signals and summaries)."""
+    for o in outcomes:
+        m, d = o.message, o.decision
+        m.claimed_by, m.claimed_until = "", None
+        if d.charged:
+            m.attempts += 1
+        m.status = {
+            Action.MARK_SENT: Status.SENT,
+            Action.RETRY_LATER: Status.QUEUED,
+            Action.FAIL: Status.FAILED,
+            Action.REQUEUE_AND_PAUSE: Status.QUEUED,
+        }[d.action]
+        if d.due_at is not None:
+            m.due_at = d.due_at
+        m.reason = d.reason if d.action is not Action.MARK_SENT else _partial_reason(o)
+
+
+def _signal(outcomes: Sequence[Outcome], attempts: Sequence[Attempt]) -> None:
+    for outcome, attempt in zip(outcomes, attempts):
+        action = outcome.decision.action
+        if action is Action.MARK_SENT:
+            signals.send(signals.message_sent, Message, message=outcome.message, attempt=attempt)
+        elif action is Action.RETRY_LATER:
+            signals.send(
+                signals.retry_scheduled,
+                Message,
+                message=outcome.message,
+                attempt=attempt,
+                due_at=outcome.decision.due_at,
+            )
+        elif action is Action.FAIL:
+            signals.send(
+                signals.message_failed,
+                Message,
+                message=outcome.message,
+                attempt=attempt,
+                reason=outcome.decision.reason,
+            )
+
+
+def fail_unattempted(message: Message, *, token: str, reason: str) -> bool:
+    """Fail a claimed message without an attempt (it expired before it could be sent)."""
+    changed = Message.objects.filter(pk=message.pk, claimed_by=token).update(
+        status=Status.FAILED, reason=reason, claimed_by="", claimed_until=None
+    )
+    if changed:
+        message.status, message.reason = Status.FAILED, reason
+        signals.send(signals.message_failed, Message, message=message, attempt=None, reason=reason)
+    return bool(changed)
+
+
+def pause_backend(
+    alias: str,
+    classification: Classification,
+    *,
+    now: datetime,
+    policy: RetryPolicy,
+    rng: Callable[[], float],
+) -> BackendState:
+    """Pause ``alias`` for every worker, with its own backoff, and say why."""
+    with transaction.atomic():
+        state, _ = BackendState.objects.select_for_update().get_or_create(alias=alias)
+        state.failures += 1
+        seconds = backend_pause(
+            classification.verdict,
+            failures=state.failures,
+            retry_after=classification.retry_after,
+            policy=policy,
+            rng=rng,
+        )
+        state.paused_until = now + timedelta(seconds=seconds)
+        state.verdict = classification.verdict.value
+        state.reason = classification.reason
+        state.save()
+    log = logger.error if classification.verdict is Verdict.BACKEND_MISCONFIGURED else logger.warning
+    log(
+        "mailroom: backend %r paused for %.0f s (%s): %s",
+        alias,
+        seconds,
+        classification.verdict.value,
+        classification.reason,
+    )
+    signals.send(
+        signals.backend_paused,
+        BackendState,
+        alias=alias,
+        until=state.paused_until,
+        verdict=state.verdict,
+        reason=state.reason,
+    )
+    return state
+
+
+def mark_backends_healthy(aliases: Sequence[str]) -> None:
+    """A backend that delivered again is no longer counted as failing."""
+    if aliases:
+        BackendState.objects.filter(alias__in=list(aliases)).update(
+            failures=0, paused_until=None, verdict="", reason=""
+        )

@@ -1,0 +1,444 @@
+"""Turn a Django ``EmailMessage`` into plain JSON and back, so a queued message survives restarts.
+
+The stored form is a JSON object with a format version (``"v": 1``). Only data is stored, never
+code or class paths: Django renamed private attributes, namedtuple types and whole classes across
+5.2, 6.0 and 6.1, so a copy of an object's internals written by one version breaks in the next,
+and reading such a copy from a database someone else can write to would run their code. Rebuilding
+goes through the public constructor of a class picked from a fixed table, so a row written under
+Django 5.2 still sends under 6.1.
+
+Binary content is always base64 with an explicit key (``{"b64": ...}`` next to
+``{"text": ...}``), never guessed. MIME objects (``MIMEPart``, legacy ``MIMEBase``, attached
+messages) are stored as the bytes they render to and parsed back under the same policy family,
+so the rebuilt message renders the same bytes. This module is pure: no database, no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import email
+import email.policy
+import math
+from collections.abc import Callable, Mapping
+from email.charset import Charset
+from email.generator import BytesGenerator
+from email.message import Message, MIMEPart
+from email.mime.base import MIMEBase
+from email.policy import EmailPolicy, Policy, compat32
+from email.utils import format_datetime
+from io import BytesIO
+from typing import Any, TypeVar, cast
+
+import django
+from django.core.mail import EmailMessage, EmailMultiAlternatives
+from django.core.mail.message import EmailAlternative, EmailAttachment
+from django.utils.encoding import force_str
+from django.utils.functional import Promise
+
+from mailroom.exceptions import SerializationError, UndecodableMessage
+
+__all__ = ["ANYMAIL_ATTRIBUTES", "PAYLOAD_VERSION", "from_payload", "to_payload"]
+
+PAYLOAD_VERSION = 1
+
+# The attributes django-anymail reads from any EmailMessage (anymail/message.py).
+ANYMAIL_ATTRIBUTES = (
+    "tags",
+    "metadata",
+    "merge_data",
+    "merge_global_data",
+    "merge_metadata",
+    "merge_headers",
+    "template_id",
+    "esp_extra",
+    "track_clicks",
+    "track_opens",
+    "envelope_sender",
+    "send_at",
+)
+
+# Django 5.2's undocumented subtype knobs and their defaults; Django 6.0 removed them.
+_LEGACY_SUBTYPES = {"mixed_subtype": "mixed", "alternative_subtype": "alternative"}
+
+_ABSENT = object()
+_T = TypeVar("_T")
+
+
+def _anymail_message_class() -> type[EmailMessage]:
+    # Imported only when a row asks for it: anymail is an optional dependency.
+    try:
+        from anymail.message import AnymailMessage
+    except ImportError as error:
+        raise UndecodableMessage(
+            "the message was stored as an AnymailMessage, but django-anymail is not installed"
+        ) from error
+    return cast("type[EmailMessage]", AnymailMessage)
+
+
+# The only classes from_payload builds. A stored name is looked up here and nowhere else: text from
+# the database is never imported, so a tampered row cannot name an arbitrary callable.
+_CLASSES: dict[str, Callable[[], type[EmailMessage]]] = {
+    "EmailMessage": lambda: EmailMessage,
+    "EmailMultiAlternatives": lambda: EmailMultiAlternatives,
+    "AnymailMessage": _anymail_message_class,
+}
+
+
+class _ParsedMIMEBase(MIMEBase):
+    """A legacy ``MIMEBase`` part rebuilt by the parser, which supplies the headers itself."""
+
+    def __init__(self, *, policy: Policy[Any] | None = None) -> None:
+        # MIMEBase.__init__ would add a second Content-Type and MIME-Version; skip it. Django 5.2
+        # only passes an attachment through untouched if it is a MIMEBase, hence the subclass.
+        Message.__init__(self, policy=policy or compat32)
+
+
+def _parse_mime(raw: bytes, kind: str) -> Message:
+    # Each kind is parsed under the policy family it was written with (see _mime_bytes).
+    if kind == "mimepart":
+        return email.message_from_bytes(raw, MIMEPart, policy=email.policy.default)
+    if kind == "mimebase":
+        return email.message_from_bytes(raw, _ParsedMIMEBase, policy=compat32)
+    if kind == "default":
+        return email.message_from_bytes(raw, policy=email.policy.default)
+    if kind == "compat32":
+        return email.message_from_bytes(raw)
+    raise UndecodableMessage(f"unknown MIME policy or kind {kind!r}")
+
+
+# ---------------------------------------------------------------------------- encoding
+
+
+def to_payload(message: EmailMessage) -> dict[str, Any]:
+    """Return a JSON-able dict from which :func:`from_payload` rebuilds an equivalent message."""
+    payload: dict[str, Any] = {
+        "v": PAYLOAD_VERSION,
+        "class": _class_name(message),
+        "subject": str(message.subject),  # may be a lazy translation
+        "body": _text(message.body, "the body"),
+        "content_subtype": str(message.content_subtype),
+        "from_email": None if message.from_email is None else str(message.from_email),
+        # str() is what Django itself applies when it writes these headers.
+        "to": [str(address) for address in message.to],
+        "cc": [str(address) for address in message.cc],
+        "bcc": [str(address) for address in message.bcc],
+        "reply_to": [str(address) for address in message.reply_to],
+        "headers": {str(name): _header_text(value) for name, value in message.extra_headers.items()},
+        "encoding": _encoding_name(message.encoding),
+        "alternatives": _encode_alternatives(message),
+        "attachments": [
+            _encode_attachment(attachment, f"attachment {index}")
+            for index, attachment in enumerate(message.attachments)
+        ],
+    }
+    for name, default in _LEGACY_SUBTYPES.items():
+        # Set on the instance, or changed by a subclass that is about to be stored as its base.
+        if name in vars(message) or getattr(type(message), name, default) != default:
+            payload[name] = str(getattr(message, name))
+    extras = _anymail_extras(message)
+    if extras:
+        payload["anymail"] = extras
+    return payload
+
+
+def _class_name(message: EmailMessage) -> str:
+    # A user subclass is stored as its nearest allowed base: its data survives, its code cannot.
+    for cls in type(message).__mro__:
+        if cls is EmailMultiAlternatives or cls is EmailMessage:
+            return cls.__name__
+        if (cls.__module__, cls.__qualname__) == ("anymail.message", "AnymailMessage"):
+            return "AnymailMessage"
+    raise SerializationError(f"{type(message).__name__} is not a django.core.mail.EmailMessage")
+
+
+def _text(value: object, where: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (str, Promise)):
+        return str(value)
+    raise SerializationError(f"{where} is a {type(value).__name__}, not text")
+
+
+def _header_text(value: object) -> str:
+    # Django 6 hands a datetime straight to the email package, which writes it as an RFC 5322
+    # date; storing that rendering keeps the header identical. Django 5.2 applies str().
+    if isinstance(value, datetime.datetime) and django.VERSION >= (6, 0):
+        return format_datetime(value)
+    return force_str(value)
+
+
+def _encoding_name(encoding: object) -> str | None:
+    # Django 5.2 also accepts an email.charset.Charset; Django 6 only its name.
+    if isinstance(encoding, Charset):
+        return str(encoding.input_charset)
+    if encoding is None or isinstance(encoding, str):
+        return encoding
+    raise SerializationError(f"the encoding is a {type(encoding).__name__}, not a charset name")
+
+
+def _encode_alternatives(message: EmailMessage) -> list[dict[str, Any]]:
+    if not isinstance(message, EmailMultiAlternatives):
+        return []  # a plain EmailMessage never renders alternatives
+    encoded = []
+    for index, (content, mimetype) in enumerate(message.alternatives):
+        where = f"alternative {index}"
+        encoded.append({"mimetype": _text(mimetype, where), "content": _encode_content(content, where)})
+    return encoded
+
+
+def _encode_attachment(attachment: object, where: str) -> dict[str, Any]:
+    # MIMEPart (which email.message.EmailMessage also is) and MIMEBase are disjoint classes.
+    if isinstance(attachment, MIMEPart):
+        return {"kind": "mimepart", "b64": _b64(_mime_bytes(attachment))}
+    if isinstance(attachment, MIMEBase):
+        return {"kind": "mimebase", "b64": _b64(_mime_bytes(attachment))}
+    if isinstance(attachment, tuple) and len(attachment) == 3:
+        filename, content, mimetype = attachment
+        if not (filename is None or isinstance(filename, str)) or not isinstance(mimetype, str):
+            raise SerializationError(f"{where} needs a str or None filename and a str mimetype")
+        return {
+            "kind": "file",
+            "filename": filename,
+            "mimetype": mimetype,
+            "content": _encode_content(content, where),
+        }
+    raise SerializationError(
+        f"{where} is a {type(attachment).__name__}; only (filename, content, mimetype), "
+        "MIMEPart and MIMEBase attachments can be stored"
+    )
+
+
+def _encode_content(content: object, where: str) -> dict[str, str]:
+    if isinstance(content, (str, Promise)):
+        return {"text": str(content)}
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        return {"b64": _b64(bytes(content))}
+    if isinstance(content, EmailMessage):
+        # A message/rfc822 attachment holding a Django message: freeze it as rendered now.
+        content = content.message()
+    if isinstance(content, Message):
+        policy = "default" if isinstance(content.policy, EmailPolicy) else "compat32"
+        return {"rfc822": _b64(_mime_bytes(content)), "policy": policy}
+    raise SerializationError(
+        f"{where} has content of type {type(content).__name__}; "
+        "only str, bytes or an email message can be stored"
+    )
+
+
+def _mime_bytes(part: Message) -> bytes:
+    # Written so that parsing gives back the header values the outer message will render:
+    # modern parts are folded exactly as a 78-column policy renders them (and such lines are then
+    # copied verbatim); compat32 parts hold plain strings, written unfolded to come back unchanged.
+    if isinstance(part.policy, EmailPolicy):
+        policy: Policy[Any] = email.policy.default
+    else:
+        policy = compat32.clone(max_line_length=0)
+    buffer = BytesIO()
+    BytesGenerator(buffer, mangle_from_=False, policy=policy).flatten(part)
+    return buffer.getvalue()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _anymail_extras(message: EmailMessage) -> dict[str, Any]:
+    try:
+        from anymail.utils import UNSET as unset  # anymail's "not set" marker
+    except ImportError:
+        unset = _ABSENT
+    extras: dict[str, Any] = {}
+    for name in ANYMAIL_ATTRIBUTES:
+        value = getattr(message, name, unset)
+        if value is unset or value is _ABSENT:
+            continue
+        where = f"anymail attribute {name!r}"
+        if name == "send_at":
+            extras[name] = _encode_send_at(value, where)
+        else:
+            extras[name] = _require_json(value, where)
+    return extras
+
+
+def _encode_send_at(value: object, where: str) -> dict[str, Any]:
+    # Tagged so that a date comes back a date and a datetime a datetime (checked first: a
+    # datetime is also a date); anymail also accepts a timestamp, stored as-is.
+    if isinstance(value, datetime.datetime):
+        return {"datetime": value.isoformat()}
+    if isinstance(value, datetime.date):
+        return {"date": value.isoformat()}
+    return {"json": _require_json(value, where)}
+
+
+def _require_json(value: object, where: str) -> Any:
+    if isinstance(value, Promise):
+        return str(value)
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_require_json(item, where) for item in value]
+    # Keys must already be strings: json.dumps would silently turn 1 into "1".
+    if isinstance(value, Mapping) and all(isinstance(key, str) for key in value):
+        return {key: _require_json(item, where) for key, item in value.items()}
+    raise SerializationError(f"{where} holds a {type(value).__name__}, which cannot be stored as JSON")
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+def from_payload(payload: Mapping[str, Any]) -> EmailMessage:
+    """Rebuild the message stored by :func:`to_payload`; raise UndecodableMessage if impossible."""
+    if not isinstance(payload, Mapping):
+        raise UndecodableMessage(f"the stored message is a {type(payload).__name__}, not an object")
+    version = payload.get("v")
+    if type(version) is not int or version != PAYLOAD_VERSION:
+        raise UndecodableMessage(
+            f"the stored message has format version {version!r}; "
+            f"this mailroom reads version {PAYLOAD_VERSION}"
+        )
+    try:
+        return _rebuild(payload)
+    except (LookupError, TypeError, ValueError, AttributeError) as error:
+        # Anything the checks below did not foresee is still a bad row, not a crashed worker.
+        raise UndecodableMessage(f"the stored message is malformed: {error}") from error
+
+
+def _rebuild(payload: Mapping[str, Any]) -> EmailMessage:
+    class_name = _field(payload, "class", str, "message")
+    if class_name not in _CLASSES:
+        raise UndecodableMessage(
+            f"message class {class_name!r} is not one mailroom rebuilds "
+            f"(allowed: {', '.join(_CLASSES)})"
+        )
+    # Keywords only: Django 6 made everything after ``to`` keyword-only.
+    message = _CLASSES[class_name]()(
+        subject=_field(payload, "subject", str, "message"),
+        body=_field(payload, "body", str, "message"),
+        to=_strings(payload, "to"),
+        cc=_strings(payload, "cc"),
+        bcc=_strings(payload, "bcc"),
+        reply_to=_strings(payload, "reply_to"),
+        headers=_headers(payload),
+    )
+    # Assigned, not passed: the constructor would swap an empty value for DEFAULT_FROM_EMAIL.
+    message.from_email = cast("str", _optional_str(payload, "from_email", "message"))
+    content_subtype = _field(payload, "content_subtype", str, "message")
+    if content_subtype != message.content_subtype:
+        message.content_subtype = content_subtype
+    encoding = _optional_str(payload, "encoding", "message")
+    if encoding is not None:
+        message.encoding = encoding
+    alternatives = _field(payload, "alternatives", list, "message")
+    if alternatives:
+        if not isinstance(message, EmailMultiAlternatives):
+            raise UndecodableMessage(f"a {class_name} cannot carry alternatives")
+        message.alternatives = [
+            EmailAlternative(
+                _decode_content(_item(item, f"alternative {index}"), f"alternative {index}"),
+                _field(item, "mimetype", str, f"alternative {index}"),
+            )
+            for index, item in enumerate(alternatives)
+        ]
+    # Appended rather than attach()ed: attach() already ran on the original (guessing types and
+    # decoding text), and re-running it would warn again about MIMEBase on Django 6.
+    message.attachments = [
+        _decode_attachment(item, f"attachment {index}")
+        for index, item in enumerate(_field(payload, "attachments", list, "message"))
+    ]
+    for name in _LEGACY_SUBTYPES:
+        if name in payload:
+            setattr(message, name, _field(payload, name, str, "message"))
+    for name, value in _field(payload, "anymail", dict, "message", default={}).items():
+        # Only known names: a row must not be able to overwrite, say, message.send.
+        if name not in ANYMAIL_ATTRIBUTES:
+            raise UndecodableMessage(f"unknown anymail attribute {name!r}")
+        setattr(message, name, _decode_send_at(value) if name == "send_at" else value)
+    return message
+
+
+def _field(
+    source: Mapping[str, Any], key: str, kind: type[_T], where: str, default: Any = _ABSENT
+) -> _T:
+    if key not in source:
+        if default is not _ABSENT:
+            return cast("_T", default)
+        raise UndecodableMessage(f"{where}: the field {key!r} is missing")
+    value = source[key]
+    if not isinstance(value, kind):
+        raise UndecodableMessage(
+            f"{where}: the field {key!r} should be a {kind.__name__}, not {type(value).__name__}"
+        )
+    return value
+
+
+def _optional_str(source: Mapping[str, Any], key: str, where: str) -> str | None:
+    return None if source.get(key, "") is None else _field(source, key, str, where)
+
+
+def _item(item: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(item, Mapping):
+        raise UndecodableMessage(f"{where} is a {type(item).__name__}, not an object")
+    return item
+
+
+def _strings(payload: Mapping[str, Any], key: str) -> list[str]:
+    values = _field(payload, key, list, "message")
+    if not all(isinstance(value, str) for value in values):
+        raise UndecodableMessage(f"message: every entry of {key!r} should be a str")
+    return values
+
+
+def _headers(payload: Mapping[str, Any]) -> dict[str, str]:
+    headers = _field(payload, "headers", dict, "message")
+    if not all(isinstance(name, str) and isinstance(value, str) for name, value in headers.items()):
+        raise UndecodableMessage("message: every header name and value should be a str")
+    return headers
+
+
+def _decode_attachment(item: object, where: str) -> Any:
+    entry = _item(item, where)
+    kind = _field(entry, "kind", str, where)
+    if kind in ("mimepart", "mimebase"):
+        return _parse_mime(_b64decode(_field(entry, "b64", str, where), where), kind)
+    if kind == "file":
+        return EmailAttachment(
+            _optional_str(entry, "filename", where),
+            _decode_content(entry, where),
+            _field(entry, "mimetype", str, where),
+        )
+    raise UndecodableMessage(f"{where} has an unknown kind {kind!r}")
+
+
+def _decode_content(entry: Mapping[str, Any], where: str) -> str | bytes | Message:
+    content = _item(entry.get("content"), f"{where} content")
+    if "text" in content:
+        return _field(content, "text", str, where)
+    if "b64" in content:
+        return _b64decode(_field(content, "b64", str, where), where)
+    if "rfc822" in content:
+        policy = _field(content, "policy", str, where)
+        if policy not in ("default", "compat32"):
+            raise UndecodableMessage(f"{where} has an unknown message policy {policy!r}")
+        return _parse_mime(_b64decode(_field(content, "rfc822", str, where), where), policy)
+    raise UndecodableMessage(f"{where}: content has none of 'text', 'b64' or 'rfc822'")
+
+
+def _b64decode(text: str, where: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError as error:  # binascii.Error, or non-ASCII text
+        raise UndecodableMessage(f"{where}: invalid base64 ({error})") from error
+
+
+def _decode_send_at(value: object) -> object:
+    encoded = _item(value, "anymail attribute 'send_at'")
+    if "datetime" in encoded:
+        return datetime.datetime.fromisoformat(_field(encoded, "datetime", str, "send_at"))
+    if "date" in encoded:
+        return datetime.date.fromisoformat(_field(encoded, "date", str, "send_at"))
+    if "json" in encoded:
+        return encoded["json"]
+    raise UndecodableMessage("anymail attribute 'send_at' has none of 'datetime', 'date', 'json'")

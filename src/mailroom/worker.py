@@ -1,0 +1,268 @@
+"""The delivery loop: claim -> deliver -> classify -> decide -> record -> signal.
+
+:class:`Engine` only orchestrates; every judgement is made by the pure modules
+(``classification``, ``retry``) and every write by ``recording``. A message's fate can never
+stop the loop: any exception becomes that message's outcome, and a backend fault stops only
+that backend's share of the batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from .claiming import claim, reclaim_expired, release
+from .classification import Rule, classify
+from .conf import get_settings
+from .delivery import DeliverySession
+from .exceptions import UndecodableMessage
+from .models import BackendState, Message
+from .outcomes import Classification, DeliveryResult, Verdict
+from .recording import Outcome, fail_unattempted, mark_backends_healthy, pause_backend, record
+from .retry import Action, RetryPolicy, decide
+
+logger = logging.getLogger(__name__)
+
+
+def _undecodable(exc: BaseException) -> Classification | None:
+    # A stored row that cannot be rebuilt will never become sendable by waiting.
+    if isinstance(exc, UndecodableMessage):
+        return Classification(verdict=Verdict.FAILED, reason=f"stored message is unreadable: {exc}")
+    return None
+
+
+def load_rules(configured: Sequence[Callable[..., object] | str]) -> tuple[Rule, ...]:
+    """mailroom's own rules, then the user's (dotted paths imported now), before the table."""
+    user = tuple(import_string(r) if isinstance(r, str) else r for r in configured)
+    return (_undecodable, *user)
+
+
+@dataclass
+class RunStats:
+    """What a run did, by outcome."""
+
+    batches: int = 0
+    claimed: int = 0
+    verdicts: Counter[str] = field(default_factory=Counter)
+    actions: Counter[str] = field(default_factory=Counter)
+    paused: set[str] = field(default_factory=set)
+
+    @property
+    def sent(self) -> int:
+        return self.actions[Action.MARK_SENT.value]
+
+    @property
+    def retrying(self) -> int:
+        return self.actions[Action.RETRY_LATER.value]
+
+    @property
+    def failed(self) -> int:
+        return self.actions[Action.FAIL.value]
+
+    @property
+    def requeued(self) -> int:
+        return self.claimed - self.sent - self.retrying - self.failed
+
+
+def make_worker_id() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        worker_id: str | None = None,
+        batch_size: int | None = None,
+        clock: Callable[[], datetime] = timezone.now,
+        rng: Callable[[], float] = random.random,
+        on_batch: Callable[[RunStats], None] | None = None,
+    ) -> None:
+        self.settings = get_settings()
+        self.policy = RetryPolicy.from_settings(self.settings)
+        self.rules = load_rules(self.settings.classifiers)
+        self.worker_id = worker_id or make_worker_id()
+        self.batch_size = batch_size or self.settings.batch_size
+        self.clock = clock
+        self.rng = rng
+        self.on_batch = on_batch
+        self._tokens = itertools.count(1)
+
+    def send_due(self) -> RunStats:
+        """Send everything that is due now, then return (the one-shot ``mailroom send``).
+
+        Only what was due when the run began is taken, so a message rescheduled a second
+        later by this same run waits for the next run instead of being hammered.
+        """
+        started = self.clock()
+        reclaim_expired(started)
+        stats = RunStats()
+        while self.run_batch(stats, due_before=started):
+            if self.on_batch:
+                self.on_batch(stats)
+        return stats
+
+    def run_batch(self, stats: RunStats, *, due_before: datetime | None = None) -> int:
+        """Claim and deliver one batch; return how many messages were claimed."""
+        now = self.clock()
+        states = list(BackendState.objects.filter(Q(paused_until__gt=now) | Q(failures__gt=0)))
+        paused = {s.alias for s in states if s.is_paused(now)}
+        token = f"{self.worker_id}:{next(self._tokens)}"
+        rows = claim(
+            token=token,
+            now=now,
+            limit=self.batch_size,
+            lease=self.settings.lease,
+            exclude_backends=paused,
+            due_before=due_before,
+        )
+        if not rows:
+            return 0
+        stats.batches += 1
+        stats.claimed += len(rows)
+
+        outcomes: list[Outcome] = []
+        healthy: list[str] = []
+        for alias, group in _by_backend(rows).items():
+            if self._deliver_group(alias, group, token, outcomes, stats):
+                healthy.append(alias)
+        record(
+            outcomes,
+            token=token,
+            worker=self.worker_id,
+            now=self.clock(),
+            text_limit=self.settings.error_text_limit,
+        )
+        mark_backends_healthy([a for a in healthy if a in {s.alias for s in states}])
+        for outcome in outcomes:
+            stats.verdicts[outcome.classification.verdict.value] += 1
+            stats.actions[outcome.decision.action.value] += 1
+        return len(rows)
+
+    def _deliver_group(
+        self,
+        alias: str,
+        group: list[Message],
+        token: str,
+        outcomes: list[Outcome],
+        stats: RunStats,
+    ) -> bool:
+        """Deliver one backend's share of the batch. Returns True if the backend was healthy."""
+        session = DeliverySession(alias)
+        try:
+            opened_at, t0 = self.clock(), time.perf_counter()
+            try:
+                session.open()
+            except Exception as exc:
+                result = DeliveryResult(recipients=tuple(group[0].pending), error=exc)
+                self._backend_fault(
+                    alias, group, 0, result, opened_at, time.perf_counter() - t0, token, outcomes,
+                    stats, on_open=True,
+                )
+                return False
+            for index, message in enumerate(group):
+                now = self.clock()
+                if message.expires_at is not None and message.expires_at <= now:
+                    fail_unattempted(message, token=token, reason="expired before it could be sent")
+                    stats.actions[Action.FAIL.value] += 1
+                    continue
+                t0 = time.perf_counter()
+                result = session.deliver(message)
+                duration = time.perf_counter() - t0
+                classification = classify(result, rules=self.rules)
+                if classification.verdict.is_backend_fault:
+                    self._backend_fault(
+                        alias, group, index, result, now, duration, token, outcomes, stats,
+                        classification=classification,
+                    )
+                    return False
+                outcomes.append(self._outcome(message, result, classification, now, duration))
+            return True
+        finally:
+            session.close()
+
+    def _outcome(
+        self,
+        message: Message,
+        result: DeliveryResult,
+        classification: Classification,
+        started_at: datetime,
+        duration: float,
+    ) -> Outcome:
+        decision = decide(
+            classification,
+            attempts=message.attempts,
+            created_at=message.budget_since or message.created_at,
+            now=self.clock(),
+            pending=result.recipients,
+            policy=self.policy,
+            rng=self.rng,
+        )
+        _log(message, classification, decision.action)
+        return Outcome(
+            message=message,
+            result=result,
+            classification=classification,
+            decision=decision,
+            started_at=started_at,
+            duration=duration,
+        )
+
+    def _backend_fault(
+        self,
+        alias: str,
+        group: list[Message],
+        index: int,
+        result: DeliveryResult,
+        started_at: datetime,
+        duration: float,
+        token: str,
+        outcomes: list[Outcome],
+        stats: RunStats,
+        *,
+        classification: Classification | None = None,
+        on_open: bool = False,
+    ) -> None:
+        """Stop this backend's batch: the message at ``index`` gets an uncharged attempt, the
+        rest go back untouched, and the backend is paused for every worker."""
+        c = classification or classify(result, rules=self.rules)
+        if on_open and not c.verdict.is_backend_fault:
+            # Whatever stops a backend from opening is the backend's fault, not a message's.
+            c = replace(c, verdict=Verdict.BACKEND_DOWN, reason=f"cannot connect: {c.reason}")
+        outcomes.append(self._outcome(group[index], result, c, started_at, duration))
+        release([m.pk for m in group[index + 1 :]], token=token)
+        pause_backend(alias, c, now=self.clock(), policy=self.policy, rng=self.rng)
+        stats.paused.add(alias)
+
+
+def _by_backend(rows: list[Message]) -> dict[str, list[Message]]:
+    groups: dict[str, list[Message]] = {}
+    for row in rows:
+        groups.setdefault(row.backend, []).append(row)
+    return groups
+
+
+def _log(message: Message, c: Classification, action: Action) -> None:
+    if c.unexpected:
+        logger.error(
+            "mailroom: message %s: unexpected error, will retry: %s", message.pk, c.reason
+        )
+    elif action is Action.MARK_SENT:
+        logger.debug("mailroom: message %s: sent", message.pk)
+    elif action is Action.FAIL:
+        logger.warning("mailroom: message %s: failed (%s): %s", message.pk, c.verdict.value, c.reason)
+    else:
+        logger.info("mailroom: message %s: %s: %s", message.pk, c.verdict.value, c.reason)
