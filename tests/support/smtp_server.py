@@ -24,7 +24,6 @@ import re
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email import policy
@@ -40,7 +39,7 @@ HOST = "127.0.0.1"
 
 @dataclass(frozen=True, kw_only=True)
 class Received:
-    """One message the server accepted (``data`` is empty in count-only mode)."""
+    """One message the server accepted."""
 
     mail_from: str
     rcpt_tos: tuple[str, ...]
@@ -143,7 +142,8 @@ class SMTPScript:
 
 
 def _apply(rule: Any, *args: Any) -> str | None:
-    return rule(*args) if callable(rule) else rule
+    reply: str | None = rule(*args) if callable(rule) else rule
+    return reply
 
 
 _HEADER_PARSER = BytesHeaderParser(policy=policy.default)
@@ -156,7 +156,7 @@ def _received(envelope: Envelope) -> Received:
     headers = _HEADER_PARSER.parsebytes(_END_OF_HEADERS.split(data, maxsplit=1)[0])
     message_id, subject = headers.get("Message-ID"), headers.get("Subject")
     return Received(
-        mail_from=envelope.mail_from,
+        mail_from=envelope.mail_from or "",
         rcpt_tos=tuple(envelope.rcpt_tos),
         data=data,
         message_id=str(message_id).strip() if message_id is not None else None,
@@ -197,6 +197,7 @@ class _Handler:
         if drop is not None:
             if drop:
                 self.server._record(message)
+            assert smtp.transport is not None
             smtp.transport.close()
             # Never reply: the close makes aiosmtpd's connection_lost() cancel this coroutine.
             await asyncio.get_running_loop().create_future()
@@ -208,10 +209,25 @@ class _Handler:
         return "250 2.0.0 OK queued"
 
 
+class _Session(Session):
+    # aiosmtpd itself sets this deprecated attribute on every successful AUTH and logs a
+    # deprecation warning each time; keep the value, drop the noise.
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
 class _ScriptedSMTP(SMTP):
     """aiosmtpd's SMTP session, with a replaceable greeting and connection bookkeeping."""
 
     event_handler: _Handler
+
+    def _create_session(self) -> Session:
+        return _Session(self.loop)
 
     async def _handle_client(self) -> None:
         # aiosmtpd has no hook for the greeting (``ident`` only changes the text after "220
@@ -223,7 +239,8 @@ class _ScriptedSMTP(SMTP):
             await super()._handle_client()
             return
         await self.push(greeting)
-        self.transport.close()
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, error: Exception | None) -> None:
         self.event_handler.server._connection_closed(self)
@@ -417,10 +434,11 @@ class ScriptedSMTPServer:
     def _authenticate(
         self, smtp: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
     ) -> AuthResult:
-        if self.auth is None:
-            return AuthResult(success=True)
         given = (data.login, data.password) if isinstance(data, LoginPassword) else None
-        return AuthResult(success=given == (self.auth[0].encode(), self.auth[1].encode()))
+        success = self.auth is None or given == (self.auth[0].encode(), self.auth[1].encode())
+        # handled=False makes aiosmtpd send "535 5.7.8" itself; its default (handled=True)
+        # means "I replied already", and the client would wait for an answer for ever.
+        return AuthResult(success=success, handled=False, auth_data=data)
 
 
 def main(argv: list[str] | None = None) -> None:
