@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from django.core.management import call_command
 
 from tests.support.fake_esp import FakeESPServer
 from tests.support.smtp_server import ScriptedSMTPServer
@@ -22,3 +25,53 @@ def fake_esp() -> Iterator[FakeESPServer]:
     """A fake Postmark/SparkPost API; point anymail at it with ``api_url=fake_esp.url``."""
     with FakeESPServer() as server:
         yield server
+
+
+SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+
+
+def smtp_options(server: ScriptedSMTPServer) -> dict[str, object]:
+    return {"host": server.host, "port": server.port, "timeout": 5}
+
+
+@pytest.fixture
+def mailroom_settings(settings: Any) -> Callable[..., None]:
+    """Configure MAILROOM for a test: ``mailroom_settings(BACKENDS=..., MAX_ATTEMPTS=...)``.
+
+    Backoffs default to zero-ish so tests never wait; the queueing backend is put back in
+    EMAIL_BACKEND (the test runner swaps every backend for locmem).
+    """
+
+    def configure(**overrides: Any) -> None:
+        settings.EMAIL_BACKEND = "mailroom.backend.EmailBackend"
+        settings.MAILROOM = {
+            "BACKOFF_BASE": 0.01,
+            "BACKEND_BACKOFF_BASE": 0.01,
+            "MISCONFIGURED_BACKOFF_BASE": 0.01,
+            **overrides,
+        }
+
+    return configure
+
+
+@pytest.fixture
+def queue_to_smtp(
+    smtp_server: ScriptedSMTPServer, mailroom_settings: Callable[..., None]
+) -> ScriptedSMTPServer:
+    """mailroom queues via EMAIL_BACKEND and delivers to the scripted SMTP server."""
+    mailroom_settings(
+        BACKENDS={"default": {"BACKEND": SMTP_BACKEND, "OPTIONS": smtp_options(smtp_server)}}
+    )
+    return smtp_server
+
+
+@pytest.fixture
+def run_send() -> Callable[..., str]:
+    """Run ``manage.py mailroom send`` and return what it printed."""
+
+    def run(*args: str) -> str:
+        out = io.StringIO()
+        call_command("mailroom", "send", *args, stdout=out)
+        return out.getvalue()
+
+    return run

@@ -29,10 +29,11 @@ if _db == "postgres":
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
-            "NAME": os.environ.get("MAILROOM_PG_NAME", "mailroom"),
+            "NAME": os.environ.get("MAILROOM_PG_NAME", "postgres"),
             "USER": os.environ.get("MAILROOM_PG_USER", "postgres"),
             "HOST": os.environ.get("MAILROOM_PG_HOST", "127.0.0.1"),
             "PORT": os.environ.get("MAILROOM_PG_PORT", "5432"),
+            "TEST": {"NAME": os.environ.get("MAILROOM_PG_TEST_NAME", "test_mailroom")},
         }
     }
 elif _db == "mariadb":

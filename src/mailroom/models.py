@@ -88,6 +88,8 @@ class Message(models.Model):
     recipients = models.JSONField(default=list)
     #: The recipients still to deliver after a partial delivery; null means all of them.
     pending_recipients = models.JSONField(null=True, blank=True)
+    #: Recipients refused for good so far: address -> the server's words. They are not retried.
+    refused_recipients = models.JSONField(default=dict, blank=True)
 
     #: The versioned JSON form of the EmailMessage (see mailroom.serialization). No pickle.
     payload = models.JSONField()

@@ -46,7 +46,9 @@ def record(
     plain_sent = [
         o.message.pk
         for o in outcomes
-        if o.decision.action is Action.MARK_SENT and not _has_failed_recipients(o)
+        if o.decision.action is Action.MARK_SENT
+        and not _has_failed_recipients(o)
+        and not o.message.refused_recipients
     ]
     with transaction.atomic():
         Attempt.objects.bulk_create(attempts)
@@ -103,6 +105,9 @@ def _type_name(error: BaseException) -> str:
 def _update_one(outcome: Outcome, *, token: str, now: datetime) -> None:
     d = outcome.decision
     fields: dict[str, object] = {"claimed_by": "", "claimed_until": None, "reason": d.reason}
+    refused = _refused_so_far(outcome)
+    if refused != outcome.message.refused_recipients:
+        fields["refused_recipients"] = refused
     if d.charged:
         fields["attempts"] = F("attempts") + 1
         fields["last_attempt_at"] = now
@@ -126,12 +131,21 @@ def _update_one(outcome: Outcome, *, token: str, now: datetime) -> None:
         )
 
 
+def _refused_so_far(outcome: Outcome) -> dict[str, str]:
+    """Recipients refused for good by this attempt or an earlier one."""
+    refused = dict(outcome.message.refused_recipients or {})
+    for r in outcome.classification.recipients:
+        if r.state is RecipientState.FAILED:
+            refused[r.address] = r.detail or (str(r.code) if r.code else "refused")
+    return refused
+
+
 def _partial_reason(outcome: Outcome) -> str:
-    failed = [r for r in outcome.classification.recipients if r.state is RecipientState.FAILED]
-    if not failed:
+    refused = _refused_so_far(outcome)
+    if not refused:
         return ""
-    refused = "; ".join(f"{r.address}: {r.detail or r.code}" for r in failed)
-    return f"sent, but refused for good by the server for: {refused}"
+    listed = "; ".join(f"{address}: {detail}" for address, detail in refused.items())
+    return f"sent, but refused for good for {len(refused)} recipient(s): {listed}"
 
 
 def _apply_in_memory(outcomes: Sequence[Outcome], now: datetime) -> None:
@@ -150,6 +164,7 @@ def _apply_in_memory(outcomes: Sequence[Outcome], now: datetime) -> None:
         if d.due_at is not None:
             m.due_at = d.due_at
         m.reason = d.reason if d.action is not Action.MARK_SENT else _partial_reason(o)
+        m.refused_recipients = _refused_so_far(o)
 
 
 def _signal(outcomes: Sequence[Outcome], attempts: Sequence[Attempt]) -> None:

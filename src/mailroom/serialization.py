@@ -1,16 +1,13 @@
 """Turn a Django ``EmailMessage`` into plain JSON and back, so a queued message survives restarts.
 
-The stored form is a JSON object with a format version (``"v": 1``). Only data is stored, never
-code or class paths: Django renamed private attributes, namedtuple types and whole classes across
-5.2, 6.0 and 6.1, so a copy of an object's internals written by one version breaks in the next,
-and reading such a copy from a database someone else can write to would run their code. Rebuilding
-goes through the public constructor of a class picked from a fixed table, so a row written under
-Django 5.2 still sends under 6.1.
-
-Binary content is always base64 with an explicit key (``{"b64": ...}`` next to
-``{"text": ...}``), never guessed. MIME objects (``MIMEPart``, legacy ``MIMEBase``, attached
-messages) are stored as the bytes they render to and parsed back under the same policy family,
-so the rebuilt message renders the same bytes. This module is pure: no database, no network.
+The payload is a JSON object with a format version (``"v": 1``) holding data only, never code or
+class paths: Django renamed private attributes, namedtuple types and classes across 5.2, 6.0 and
+6.1, so a dump of an object's internals breaks on upgrade, and loading one from a database that
+someone else can write runs their code. Rebuilding goes through the public constructor of a class
+taken from a fixed table. Binary content is base64 under an explicit key (``{"b64": ...}`` next
+to ``{"text": ...}``), never guessed. MIME objects (``MIMEPart``, legacy ``MIMEBase``, attached
+messages) are stored as the bytes they render to and parsed back under the same policy family, so
+the rebuilt message renders the same bytes. Pure: no database, no network.
 """
 
 from __future__ import annotations
@@ -30,12 +27,12 @@ from email.utils import format_datetime
 from io import BytesIO
 from typing import Any, TypeVar, cast
 
-import django
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.mail.message import EmailAlternative, EmailAttachment
 from django.utils.encoding import force_str
 from django.utils.functional import Promise
 
+from mailroom.compat import DJANGO_6
 from mailroom.exceptions import SerializationError, UndecodableMessage
 
 __all__ = ["ANYMAIL_ATTRIBUTES", "PAYLOAD_VERSION", "from_payload", "to_payload"]
@@ -94,20 +91,14 @@ class _ParsedMIMEBase(MIMEBase):
         Message.__init__(self, policy=policy or compat32)
 
 
-def _parse_mime(raw: bytes, kind: str) -> Message:
-    # Each kind is parsed under the policy family it was written with (see _mime_bytes).
-    if kind == "mimepart":
-        return email.message_from_bytes(raw, MIMEPart, policy=email.policy.default)
-    if kind == "mimebase":
-        return email.message_from_bytes(raw, _ParsedMIMEBase, policy=compat32)
-    if kind == "default":
-        return email.message_from_bytes(raw, policy=email.policy.default)
-    if kind == "compat32":
-        return email.message_from_bytes(raw)
-    raise UndecodableMessage(f"unknown MIME policy or kind {kind!r}")
-
-
-# ---------------------------------------------------------------------------- encoding
+# How each stored MIME kind is parsed back: under the policy family it was written with (see
+# _mime_bytes), into the class Django expects ("default" and "compat32" are attached messages).
+_MIME_PARSERS: dict[str, Callable[[bytes], Message]] = {
+    "mimepart": lambda raw: email.message_from_bytes(raw, MIMEPart, policy=email.policy.default),
+    "mimebase": lambda raw: email.message_from_bytes(raw, _ParsedMIMEBase, policy=compat32),
+    "default": lambda raw: email.message_from_bytes(raw, policy=email.policy.default),
+    "compat32": lambda raw: email.message_from_bytes(raw),
+}
 
 
 def to_payload(message: EmailMessage) -> dict[str, Any]:
@@ -124,7 +115,9 @@ def to_payload(message: EmailMessage) -> dict[str, Any]:
         "cc": [str(address) for address in message.cc],
         "bcc": [str(address) for address in message.bcc],
         "reply_to": [str(address) for address in message.reply_to],
-        "headers": {str(name): _header_text(value) for name, value in message.extra_headers.items()},
+        "headers": {
+            str(name): _header_text(value) for name, value in message.extra_headers.items()
+        },
         "encoding": _encoding_name(message.encoding),
         "alternatives": _encode_alternatives(message),
         "attachments": [
@@ -163,7 +156,7 @@ def _text(value: object, where: str) -> str:
 def _header_text(value: object) -> str:
     # Django 6 hands a datetime straight to the email package, which writes it as an RFC 5322
     # date; storing that rendering keeps the header identical. Django 5.2 applies str().
-    if isinstance(value, datetime.datetime) and django.VERSION >= (6, 0):
+    if isinstance(value, datetime.datetime) and DJANGO_6:
         return format_datetime(value)
     return force_str(value)
 
@@ -183,7 +176,9 @@ def _encode_alternatives(message: EmailMessage) -> list[dict[str, Any]]:
     encoded = []
     for index, (content, mimetype) in enumerate(message.alternatives):
         where = f"alternative {index}"
-        encoded.append({"mimetype": _text(mimetype, where), "content": _encode_content(content, where)})
+        encoded.append(
+            {"mimetype": _text(mimetype, where), "content": _encode_content(content, where)}
+        )
     return encoded
 
 
@@ -243,15 +238,19 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def _anymail_extras(message: EmailMessage) -> dict[str, Any]:
+def _is_unset(value: object) -> bool:
     try:
-        from anymail.utils import UNSET as unset  # anymail's "not set" marker
+        from anymail.utils import UNSET  # the default of every AnymailMessage attribute
     except ImportError:
-        unset = _ABSENT
+        return value is _ABSENT
+    return value is _ABSENT or value is UNSET
+
+
+def _anymail_extras(message: EmailMessage) -> dict[str, Any]:
     extras: dict[str, Any] = {}
     for name in ANYMAIL_ATTRIBUTES:
-        value = getattr(message, name, unset)
-        if value is unset or value is _ABSENT:
+        value = getattr(message, name, _ABSENT)
+        if _is_unset(value):
             continue
         where = f"anymail attribute {name!r}"
         if name == "send_at":
@@ -283,10 +282,9 @@ def _require_json(value: object, where: str) -> Any:
     # Keys must already be strings: json.dumps would silently turn 1 into "1".
     if isinstance(value, Mapping) and all(isinstance(key, str) for key in value):
         return {key: _require_json(item, where) for key, item in value.items()}
-    raise SerializationError(f"{where} holds a {type(value).__name__}, which cannot be stored as JSON")
-
-
-# ---------------------------------------------------------------------------- decoding
+    raise SerializationError(
+        f"{where} holds a {type(value).__name__}, which cannot be stored as JSON"
+    )
 
 
 def from_payload(payload: Mapping[str, Any]) -> EmailMessage:
@@ -302,7 +300,7 @@ def from_payload(payload: Mapping[str, Any]) -> EmailMessage:
     try:
         return _rebuild(payload)
     except (LookupError, TypeError, ValueError, AttributeError) as error:
-        # Anything the checks below did not foresee is still a bad row, not a crashed worker.
+        # Anything the checks in _rebuild did not foresee is still a bad row, not a crashed worker.
         raise UndecodableMessage(f"the stored message is malformed: {error}") from error
 
 
@@ -351,7 +349,7 @@ def _rebuild(payload: Mapping[str, Any]) -> EmailMessage:
     for name in _LEGACY_SUBTYPES:
         if name in payload:
             setattr(message, name, _field(payload, name, str, "message"))
-    for name, value in _field(payload, "anymail", dict, "message", default={}).items():
+    for name, value in _item(payload.get("anymail", {}), "anymail attributes").items():
         # Only known names: a row must not be able to overwrite, say, message.send.
         if name not in ANYMAIL_ATTRIBUTES:
             raise UndecodableMessage(f"unknown anymail attribute {name!r}")
@@ -359,12 +357,8 @@ def _rebuild(payload: Mapping[str, Any]) -> EmailMessage:
     return message
 
 
-def _field(
-    source: Mapping[str, Any], key: str, kind: type[_T], where: str, default: Any = _ABSENT
-) -> _T:
+def _field(source: Mapping[str, Any], key: str, kind: type[_T], where: str) -> _T:
     if key not in source:
-        if default is not _ABSENT:
-            return cast("_T", default)
         raise UndecodableMessage(f"{where}: the field {key!r} is missing")
     value = source[key]
     if not isinstance(value, kind):
@@ -402,7 +396,7 @@ def _decode_attachment(item: object, where: str) -> Any:
     entry = _item(item, where)
     kind = _field(entry, "kind", str, where)
     if kind in ("mimepart", "mimebase"):
-        return _parse_mime(_b64decode(_field(entry, "b64", str, where), where), kind)
+        return _MIME_PARSERS[kind](_b64decode(_field(entry, "b64", str, where), where))
     if kind == "file":
         return EmailAttachment(
             _optional_str(entry, "filename", where),
@@ -422,7 +416,7 @@ def _decode_content(entry: Mapping[str, Any], where: str) -> str | bytes | Messa
         policy = _field(content, "policy", str, where)
         if policy not in ("default", "compat32"):
             raise UndecodableMessage(f"{where} has an unknown message policy {policy!r}")
-        return _parse_mime(_b64decode(_field(content, "rfc822", str, where), where), policy)
+        return _MIME_PARSERS[policy](_b64decode(_field(content, "rfc822", str, where), where))
     raise UndecodableMessage(f"{where}: content has none of 'text', 'b64' or 'rfc822'")
 
 

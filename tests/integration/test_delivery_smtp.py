@@ -1,0 +1,263 @@
+"""Delivery through Django's SMTP backend to a real (scripted) SMTP server."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import mail
+from django.core.mail import EmailMessage
+
+import mailroom
+from mailroom.models import Attempt, BackendState, Message, Status
+from mailroom.operations import resume_backends
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _queueing(queue_to_smtp):
+    return queue_to_smtp
+
+
+def queue(n: int = 1, *, to: str = "ok{i}@example.com", **kw) -> list[Message]:
+    return [
+        mailroom.enqueue(EmailMessage(f"S{i}", "Body", "app@example.com", [to.format(i=i)]), **kw)
+        for i in range(n)
+    ]
+
+
+def test_send_delivers_every_due_message_over_one_connection(smtp_server, run_send) -> None:
+    rows = queue(5)
+    output = run_send()
+    assert smtp_server.count == 5
+    assert smtp_server.connections == 1
+    assert set(smtp_server.message_ids()) == {r.message_id for r in rows}
+    assert Message.objects.filter(status=Status.SENT).count() == 5
+    assert "5 sent" in output
+
+
+def test_each_attempt_is_recorded(smtp_server, run_send) -> None:
+    [row] = queue(1)
+    run_send()
+    attempt = Attempt.objects.get(message=row)
+    assert (attempt.verdict, attempt.charged) == ("sent", True)
+    assert attempt.recipients == {"ok0@example.com": {"state": "sent"}}
+    row.refresh_from_db()
+    assert (row.attempts, row.sent_at is not None) == (1, True)
+
+
+def test_high_priority_goes_first_then_oldest(smtp_server, run_send) -> None:
+    low = queue(1, priority="low")[0]
+    normal = queue(1)[0]
+    high = queue(1, priority="high")[0]
+    run_send("--batch-size", "1")
+    assert smtp_server.message_ids() == [high.message_id, normal.message_id, low.message_id]
+
+
+def test_a_message_scheduled_for_later_is_not_sent_yet(smtp_server, run_send) -> None:
+    from django.utils import timezone
+
+    queue(1, send_at=timezone.now() + timezone.timedelta(hours=1))
+    run_send()
+    assert smtp_server.count == 0
+
+
+def test_permanent_refusal_fails_at_once_and_keeps_the_reason(smtp_server, run_send) -> None:
+    smtp_server.script.rcpt["gone@example.com"] = "550 5.1.1 No such user"
+    [row] = queue(1, to="gone@example.com")
+    run_send()
+    row.refresh_from_db()
+    assert row.status == Status.FAILED
+    assert "550" in row.reason and "5.1.1" in row.reason
+    attempt = Attempt.objects.get(message=row)
+    assert attempt.recipients["gone@example.com"]["state"] == "failed"
+    assert attempt.enhanced_code == "5.1.1"
+
+
+def test_greylisted_message_is_retried_later_and_then_sent(smtp_server, run_send) -> None:
+    smtp_server.script.rcpt_fail_times("grey@example.com", "451 4.7.1 Greylisted", times=1)
+    [row] = queue(1, to="grey@example.com")
+    run_send()
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (Status.QUEUED, 1)
+    assert row.due_at > row.created_at
+    mailroom_retry_now()
+    run_send()
+    row.refresh_from_db()
+    assert row.status == Status.SENT
+    assert smtp_server.count == 1
+
+
+def mailroom_retry_now() -> None:
+    from mailroom.operations import retry_deferred
+
+    retry_deferred()
+
+
+def test_partial_refusal_retries_only_the_refused_recipients(smtp_server, run_send) -> None:
+    smtp_server.script.rcpt_fail_times("grey@example.com", "451 4.7.1 Greylisted", times=1)
+    smtp_server.script.rcpt["gone@example.com"] = "550 5.1.1 No such user"
+    row = mailroom.enqueue(
+        EmailMessage(
+            "S", "B", "app@example.com", ["ok@example.com", "grey@example.com", "gone@example.com"]
+        )
+    )
+    run_send()
+    row.refresh_from_db()
+    assert row.status == Status.QUEUED
+    assert row.pending_recipients == ["grey@example.com"]
+    first = Attempt.objects.get(message=row)
+    assert first.verdict == "retry_recipients"
+    assert {a: r["state"] for a, r in first.recipients.items()} == {
+        "ok@example.com": "sent",
+        "grey@example.com": "retry",
+        "gone@example.com": "failed",
+    }
+
+    mailroom_retry_now()
+    run_send()
+    row.refresh_from_db()
+    assert row.status == Status.SENT
+    # ok@ got it once, grey@ once (on the retry), gone@ never.
+    deliveries = [r for m in smtp_server.messages for r in m.rcpt_tos]
+    assert sorted(deliveries) == ["grey@example.com", "ok@example.com"]
+    assert "gone@example.com" in row.reason
+
+
+def test_partially_refused_for_good_is_sent_with_the_refusal_recorded(smtp_server, run_send) -> None:
+    smtp_server.script.rcpt["gone@example.com"] = "550 5.1.1 No such user"
+    row = mailroom.enqueue(
+        EmailMessage("S", "B", "app@example.com", ["ok@example.com", "gone@example.com"])
+    )
+    run_send()
+    row.refresh_from_db()
+    assert row.status == Status.SENT
+    assert "gone@example.com" in row.reason
+
+
+def test_server_down_charges_no_attempt_and_pauses_the_backend(smtp_server, run_send) -> None:
+    rows = queue(3)
+    smtp_server.stop()
+    output = run_send()
+    assert "paused" in output
+    for row in rows:
+        row.refresh_from_db()
+        assert (row.status, row.attempts) == (Status.QUEUED, 0)
+    state = BackendState.objects.get(alias="default")
+    assert state.verdict == "backend_down" and state.paused_until is not None
+    assert Attempt.objects.filter(charged=True).count() == 0
+
+    smtp_server.start()
+    resume_backends()
+    run_send()
+    assert smtp_server.count == 3
+    assert Message.objects.filter(status=Status.SENT).count() == 3
+    assert BackendState.objects.get(alias="default").failures == 0
+
+
+def test_a_paused_backend_is_not_tried_until_its_pause_ends(smtp_server, run_send) -> None:
+    queue(2)
+    smtp_server.stop()
+    run_send()
+    smtp_server.start()
+    run_send()  # still paused: nothing is claimed
+    assert smtp_server.count == 0
+
+
+def test_421_during_the_batch_stops_it_without_charging(smtp_server, run_send) -> None:
+    smtp_server.script.rcpt["closing@example.com"] = "421 4.3.2 Shutting down"
+    first = queue(1)[0]
+    closing = queue(1, to="closing@example.com")[0]
+    after = queue(1, to="after{i}@example.com")[0]
+    run_send()
+    first.refresh_from_db()
+    closing.refresh_from_db()
+    after.refresh_from_db()
+    assert first.status == Status.SENT
+    assert (closing.status, closing.attempts) == (Status.QUEUED, 0)
+    assert (after.status, after.attempts) == (Status.QUEUED, 0)
+    assert Attempt.objects.get(message=closing).charged is False
+    assert not Attempt.objects.filter(message=after).exists()
+
+
+def test_dropped_connection_pauses_the_backend_and_loses_nothing(smtp_server, run_send) -> None:
+    rows = queue(4)
+    smtp_server.script.drop_connection_after(2)
+    run_send()
+    assert smtp_server.count == 2
+    resume_backends()
+    run_send()
+    assert smtp_server.count == 4
+    assert all(Message.objects.get(pk=r.pk).status == Status.SENT for r in rows)
+    assert Message.objects.filter(attempts__gt=1).count() == 0
+
+
+def test_authentication_failure_is_a_misconfiguration(settings, smtp_server, mailroom_settings,
+                                                       run_send) -> None:
+    smtp_server.auth = ("user", "right")
+    mailroom_settings(
+        BACKENDS={
+            "default": {
+                "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                "OPTIONS": {
+                    "host": smtp_server.host,
+                    "port": smtp_server.port,
+                    "username": "user",
+                    "password": "wrong",
+                    "timeout": 5,
+                },
+            }
+        }
+    )
+    [row] = queue(1)
+    run_send()
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (Status.QUEUED, 0)
+    assert BackendState.objects.get(alias="default").verdict == "backend_misconfigured"
+
+
+def test_data_rejection_for_one_message_does_not_stop_the_others(smtp_server, run_send) -> None:
+    smtp_server.script.data_fail_times("554 5.7.1 Message refused", times=99,
+                                       subject_contains="S1")
+    rows = queue(3)
+    run_send()
+    states = [Message.objects.get(pk=r.pk).status for r in rows]
+    assert states == [Status.SENT, Status.FAILED, Status.SENT]
+
+
+def test_retry_budget_runs_out_into_failed_with_reason(smtp_server, mailroom_settings,
+                                                       queue_to_smtp, run_send) -> None:
+    smtp_server.script.rcpt["full@example.com"] = "452 4.2.2 Mailbox full"
+    mailroom_settings(
+        MAX_ATTEMPTS=3,
+        BACKENDS={"default": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                              "OPTIONS": {"host": smtp_server.host, "port": smtp_server.port}}},
+    )
+    [row] = queue(1, to="full@example.com")
+    for _ in range(3):
+        mailroom_retry_now()
+        run_send()
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (Status.FAILED, 3)
+    assert row.reason.startswith("gave up after 3 attempts")
+
+
+def test_send_exits_normally_when_messages_fail(smtp_server, run_send) -> None:
+    smtp_server.script.rcpt["gone@example.com"] = "550 5.1.1 No such user"
+    queue(1, to="gone@example.com")
+    assert "1 failed" in run_send()
+
+
+def test_expired_message_fails_with_reason_expired(smtp_server, run_send) -> None:
+    from django.utils import timezone
+
+    [row] = queue(1, expires_at=timezone.now() - timezone.timedelta(seconds=1))
+    run_send()
+    row.refresh_from_db()
+    assert row.status == Status.FAILED and "expired" in row.reason
+    assert smtp_server.count == 0
+
+
+def test_mail_sent_with_send_mail_is_delivered(smtp_server, run_send) -> None:
+    mail.send_mail("Hello", "Body", "app@example.com", ["x@example.com"])
+    run_send()
+    assert smtp_server.recipients_of(smtp_server.message_ids()[0]) == ["x@example.com"]

@@ -1,0 +1,165 @@
+"""Queueing: Django's mail API and mailroom.enqueue put messages in the database, and only there."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import mail
+from django.core.mail import EmailMessage, EmailMultiAlternatives
+from django.db import transaction
+
+import mailroom
+from mailroom.exceptions import InvalidMessage
+from mailroom.models import Message, Priority, Status
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _queueing(queue_to_smtp):
+    return queue_to_smtp
+
+
+def test_send_mail_queues_and_returns_one(smtp_server) -> None:
+    assert mail.send_mail("Hi", "Body", "from@example.com", ["to@example.com"]) == 1
+    row = Message.objects.get()
+    assert (row.status, row.subject, row.recipients) == (Status.QUEUED, "Hi", ["to@example.com"])
+    assert smtp_server.count == 0, "enqueueing must not talk to the mail server"
+
+
+def test_send_mass_mail_queues_every_message_with_one_insert(django_assert_num_queries) -> None:
+    # 40 rows: SQLite caps one statement at 999 parameters, so Django's bulk_create splits
+    # larger inserts (still one statement per ~45 rows, never one per message).
+    batch = [(f"S{i}", "B", "from@example.com", [f"to{i}@example.com"]) for i in range(40)]
+    with django_assert_num_queries(1):
+        assert mail.send_mass_mail(batch) == 40
+    assert Message.objects.count() == 40
+
+
+def test_get_connection_send_messages_returns_the_number_queued() -> None:
+    messages = [EmailMessage(f"S{i}", "B", "f@example.com", [f"t{i}@example.com"]) for i in range(3)]
+    assert mail.get_connection().send_messages(messages) == 3
+    assert mail.get_connection().send_messages([]) == 0
+
+
+def test_email_message_send_queues() -> None:
+    assert EmailMessage("S", "B", "f@example.com", ["t@example.com"]).send() == 1
+    assert Message.objects.count() == 1
+
+
+def test_mail_admins_queues(settings) -> None:
+    # Django 6.0 wants plain strings; 5.2 wants (name, address) pairs.
+    import django
+
+    settings.ADMINS = (
+        ["admin@example.com"] if django.VERSION >= (6, 0) else [("Admin", "admin@example.com")]
+    )
+    mail.mail_admins("Broken", "Traceback")
+    assert Message.objects.get().recipients == ["admin@example.com"]
+
+
+def test_rolled_back_transaction_queues_nothing() -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        mail.send_mail("Hi", "Body", "from@example.com", ["to@example.com"])
+        raise RuntimeError("the view failed after sending")
+    assert Message.objects.count() == 0
+
+
+def test_enqueue_takes_priority_send_at_and_backend() -> None:
+    from django.utils import timezone
+
+    later = timezone.now() + timezone.timedelta(hours=1)
+    row = mailroom.enqueue(
+        EmailMessage("S", "B", "f@example.com", ["t@example.com"]),
+        priority="high",
+        send_at=later,
+        backend="default",
+    )
+    row.refresh_from_db()
+    assert (row.priority, row.due_at, row.backend) == (Priority.HIGH, later, "default")
+
+
+def test_message_id_and_date_are_pinned_at_enqueue_without_touching_the_callers_message() -> None:
+    message = EmailMessage("S", "B", "f@example.com", ["t@example.com"])
+    row = mailroom.enqueue(message)
+    assert row.message_id.startswith("<") and row.message_id.endswith(">")
+    assert row.payload  # stored as JSON
+    assert "Message-ID" not in message.extra_headers
+    assert row.message_id.encode() in bytes(row.mime)
+
+
+def test_a_message_id_given_by_the_caller_is_kept() -> None:
+    message = EmailMessage(
+        "S", "B", "f@example.com", ["t@example.com"], headers={"Message-Id": "<mine@example.com>"}
+    )
+    assert mailroom.enqueue(message).message_id == "<mine@example.com>"
+
+
+def test_cc_bcc_are_envelope_recipients_and_bcc_is_not_a_header() -> None:
+    message = EmailMessage(
+        "S", "B", "f@example.com", ["t@example.com"], cc=["c@example.com"], bcc=["b@example.com"]
+    )
+    row = mailroom.enqueue(message)
+    assert row.recipients == ["t@example.com", "c@example.com", "b@example.com"]
+    assert b"b@example.com" not in bytes(row.mime)
+
+
+def test_html_alternative_and_attachment_are_stored() -> None:
+    message = EmailMultiAlternatives("S", "text", "f@example.com", ["t@example.com"])
+    message.attach_alternative("<p>html</p>", "text/html")
+    message.attach("data.bin", b"\x00\x01\x02", "application/octet-stream")
+    row = mailroom.enqueue(message)
+    assert b"text/html" in bytes(row.mime)
+    assert b"data.bin" in bytes(row.mime)
+
+
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [
+        (lambda: EmailMessage("S", "B", "f@example.com", []), "no recipients"),
+        (
+            lambda: EmailMessage("S", "B", "f@example.com", ["to@example.com\nBcc: x@evil.com"]),
+            "invalid recipient address",
+        ),
+        (
+            lambda: EmailMessage("S\nBcc: x@evil.com", "B", "f@example.com", ["t@example.com"]),
+            "newline",
+        ),
+        (
+            lambda: EmailMessage(
+                "S", "B", "f@example.com", ["t@example.com"], headers={"X-Tag": "a\r\nb"}
+            ),
+            "newline",
+        ),
+        (lambda: EmailMessage("S", "B", "not an address <<", ["t@example.com"]), "sender"),
+    ],
+    ids=["no-recipients", "newline-in-address", "newline-in-subject", "newline-in-header",
+         "bad-sender"],
+)
+def test_bad_input_raises_a_clear_error_and_stores_nothing(build, expected) -> None:
+    with pytest.raises(InvalidMessage, match=expected):
+        mailroom.enqueue(build())
+    assert Message.objects.count() == 0
+
+
+def test_an_attachment_that_cannot_be_stored_is_refused() -> None:
+    message = EmailMessage("S", "B", "f@example.com", ["t@example.com"])
+    message.attachments.append(("x.bin", object(), "application/octet-stream"))
+    with pytest.raises(InvalidMessage, match="cannot be stored"):
+        mailroom.enqueue(message)
+    assert Message.objects.count() == 0
+
+
+def test_one_bad_message_in_a_bulk_call_refuses_the_call_and_names_it() -> None:
+    good = EmailMessage("S", "B", "f@example.com", ["t@example.com"])
+    bad = EmailMessage("S", "B", "f@example.com", [])
+    with pytest.raises(InvalidMessage) as info:
+        mail.get_connection().send_messages([good, bad])
+    assert info.value.index == 1
+    assert Message.objects.count() == 0
+
+
+def test_fail_silently_queues_the_good_ones_and_skips_the_bad() -> None:
+    good = EmailMessage("S", "B", "f@example.com", ["t@example.com"])
+    bad = EmailMessage("S", "B", "f@example.com", [])
+    assert mail.get_connection(fail_silently=True).send_messages([good, bad, good]) == 2
+    assert Message.objects.count() == 2
