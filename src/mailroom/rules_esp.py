@@ -44,7 +44,9 @@ class ApiFacts:
             namespace, _, code = self.esp_code.partition(":")
             parts.append(f"{_LABELS.get(namespace, namespace)} {code}")
         head = ", ".join(parts)
-        return f"{head}: {self.message}" if head and self.message else head or self.message
+        if not self.message or (self.esp_code and self.message == self.esp_code.partition(":")[2]):
+            return head
+        return f"{head}: {self.message}" if head else self.message
 
 
 def api_facts(error: BaseException) -> ApiFacts | None:
@@ -187,10 +189,11 @@ def _header(headers: Any, name: str) -> str | None:
 
 
 def _int_or_none(value: object) -> int | None:
-    try:
-        return int(value) if value is not None else None  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
 
 
 def _one_line(value: object) -> str:

@@ -154,7 +154,13 @@ def test_server_down_charges_no_attempt_and_pauses_the_backend(smtp_server, run_
     assert BackendState.objects.get(alias="default").failures == 0
 
 
-def test_a_paused_backend_is_not_tried_until_its_pause_ends(smtp_server, run_send) -> None:
+def test_a_paused_backend_is_not_tried_until_its_pause_ends(smtp_server, mailroom_settings,
+                                                            run_send) -> None:
+    mailroom_settings(
+        BACKEND_BACKOFF_BASE=60,
+        BACKENDS={"default": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                              "OPTIONS": {"host": smtp_server.host, "port": smtp_server.port}}},
+    )
     queue(2)
     smtp_server.stop()
     run_send()

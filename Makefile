@@ -1,0 +1,56 @@
+# django-mailroom: `make demo` runs the demo, `make test` runs every check CI runs.
+PYTHON ?= python3
+PY312 ?= $(shell command -v python3.12 2>/dev/null || ls /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -n1)
+VENV := .venv
+VENV61 := .venv-dj61
+PIP_FLAGS := --quiet --disable-pip-version-check
+
+.PHONY: demo test lint test-sqlite test-postgres test-dj61 venv venv61 bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV)/bin/pip install $(PIP_FLAGS) "Django>=5.2,<5.3" -e ".[dev,lint]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+$(VENV61)/.installed: pyproject.toml
+	@if [ -z "$(PY312)" ]; then echo "no Python 3.12 found: cannot build the Django 6.1 environment"; exit 1; fi
+	$(PY312) -m venv $(VENV61)
+	$(VENV61)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV61)/bin/pip install $(PIP_FLAGS) "Django>=6.1,<6.2" -e ".[dev]"
+	touch $@
+
+venv61: $(VENV61)/.installed
+
+demo: venv
+	$(VENV)/bin/python example/demo.py
+
+lint: venv
+	$(VENV)/bin/ruff check src tests example bench
+	$(VENV)/bin/ruff format --check src tests example bench
+	$(VENV)/bin/mypy
+
+test-sqlite: venv
+	MAILROOM_TEST_DB=sqlite $(VENV)/bin/pytest -q -p no:cacheprovider
+
+test-postgres: venv
+	MAILROOM_TEST_DB=postgres $(VENV)/bin/pytest -q -p no:cacheprovider tests/integration
+
+test-dj61:
+	@if [ -z "$(PY312)" ]; then \
+		echo "SKIPPED: Django 6.1 leg: no Python 3.12 found on this machine"; \
+	else \
+		$(MAKE) venv61 && \
+		MAILROOM_TEST_DB=sqlite $(VENV61)/bin/pytest -q -p no:cacheprovider && \
+		MAILROOM_TEST_DB=postgres MAILROOM_PG_TEST_NAME=test_mailroom_dj61 \
+			$(VENV61)/bin/pytest -q -p no:cacheprovider tests/integration; \
+	fi
+
+# Everything CI checks: lint and types, then the suite on SQLite and PostgreSQL under
+# Django 5.2 (python3), then again under Django 6.1 (Python 3.12).
+test: lint test-sqlite test-postgres test-dj61
+
+clean:
+	rm -rf $(VENV) $(VENV61) .pytest_cache .mypy_cache .ruff_cache

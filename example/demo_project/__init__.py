@@ -1,0 +1,1 @@
+"""The tiny Django project behind mailroom's demo (``make demo``)."""

@@ -1,0 +1,8 @@
+"""The admin only: run ``python example/manage.py runserver`` after the demo to browse the queue."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [path("admin/", admin.site.urls)]

@@ -1,0 +1,41 @@
+"""System checks for the MAILROOM setting: each mistake has a stable id and a clear message."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailroom.checks import check_settings
+
+
+def ids(settings_obj) -> list[str]:
+    return [m.id for m in check_settings()]
+
+
+def test_default_settings_pass(settings) -> None:
+    del settings.MAILROOM
+    assert ids(settings) == []
+
+
+@pytest.mark.parametrize(
+    ("mailroom", "expected"),
+    [
+        ("not a dict", "mailroom.E001"),
+        ({"BACKENDS": {}}, "mailroom.E002"),
+        ({"BACKENDS": {"default": "smtp"}}, "mailroom.E002"),
+        ({"BACKENDS": {"default": {"BACKEND": "no.such.Backend"}}}, "mailroom.E003"),
+        ({"BACKENDS": {"default": {"BACKEND": "mailroom.backend.EmailBackend"}}},
+         "mailroom.E004"),
+        ({"BACKENDS": {"smtp": {}}}, "mailroom.E005"),
+        ({"MAX_ATTEMPTS": 0}, "mailroom.E006"),
+        ({"LEASE": -1}, "mailroom.E006"),
+        ({"CLASSIFIERS": ["no.such.rule"]}, "mailroom.E007"),
+        ({"CLASSIFIERS": [42]}, "mailroom.E007"),
+        ({"MAX_ATTEMPT": 3}, "mailroom.W001"),
+    ],
+    ids=["not-a-dict", "empty-backends", "backend-not-a-dict", "unimportable-backend",
+         "delivers-through-itself", "default-alias-missing", "zero-attempts", "negative-lease",
+         "unimportable-rule", "rule-not-callable", "misspelt-key"],
+)
+def test_each_mistake_is_reported_with_its_id(settings, mailroom, expected) -> None:
+    settings.MAILROOM = mailroom
+    assert expected in ids(settings)

@@ -1,0 +1,124 @@
+"""The ``mailroom`` command's subcommands: status, retry, resume (send is covered elsewhere)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.mail import EmailMessage
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+import mailroom
+from mailroom.models import BackendState, Message, Status
+
+pytestmark = pytest.mark.django_db
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _queueing(queue_to_smtp):
+    return queue_to_smtp
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command("mailroom", *args, stdout=out)
+    return out.getvalue()
+
+
+def make(status: str = Status.QUEUED, **fields) -> Message:
+    row = mailroom.enqueue(EmailMessage("S", "B", "a@example.com", ["t@example.com"]))
+    Message.objects.filter(pk=row.pk).update(status=status, **fields)
+    row.refresh_from_db()
+    return row
+
+
+def test_status_json_has_an_integer_count_for_every_status() -> None:
+    make(Status.QUEUED)
+    make(Status.SENT)
+    make(Status.FAILED)
+    data = json.loads(run("status", "--json"))
+    for name in ("queued", "sending", "sent", "failed", "cancelled"):
+        assert isinstance(data[name], int)
+    assert (data["queued"], data["sent"], data["failed"], data["cancelled"]) == (1, 1, 1, 0)
+
+
+def test_status_reports_the_oldest_due_age_and_paused_backends() -> None:
+    make(due_at=timezone.now() - timezone.timedelta(minutes=5))
+    BackendState.objects.create(
+        alias="default",
+        paused_until=timezone.now() + timezone.timedelta(minutes=1),
+        verdict="backend_down",
+        reason="connection refused",
+    )
+    data = json.loads(run("status", "--json"))
+    assert 290 < data["oldest_due_age_seconds"] < 400
+    assert data["paused_backends"][0]["reason"] == "connection refused"
+    text = run("status")
+    assert "paused" in text and "connection refused" in text
+
+
+def test_retry_deferred_makes_waiting_messages_due_now() -> None:
+    row = make(due_at=timezone.now() + timezone.timedelta(hours=1), attempts=2)
+    assert "1 waiting" in run("retry", "--deferred")
+    row.refresh_from_db()
+    assert row.due_at <= timezone.now()
+    assert row.attempts == 2, "making a message due does not reset its budget"
+
+
+def test_retry_failed_requeues_with_a_fresh_budget_and_keeps_history() -> None:
+    row = make(Status.FAILED, attempts=10, reason="gave up")
+    run("retry", "--failed")
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (Status.QUEUED, 0)
+    assert row.budget_since is not None
+
+
+def test_retry_id_acts_on_one_message_only() -> None:
+    one, other = make(Status.FAILED), make(Status.FAILED)
+    run("retry", "--id", str(one.pk))
+    assert Message.objects.get(pk=one.pk).status == Status.QUEUED
+    assert Message.objects.get(pk=other.pk).status == Status.FAILED
+
+
+def test_retry_without_a_target_is_an_error() -> None:
+    with pytest.raises(CommandError, match="--deferred"):
+        run("retry")
+
+
+def test_resume_lifts_a_named_backend_or_all() -> None:
+    later = timezone.now() + timezone.timedelta(hours=1)
+    BackendState.objects.create(alias="default", paused_until=later, failures=3)
+    BackendState.objects.create(alias="esp", paused_until=later, failures=1)
+    assert "default" in run("resume", "default")
+    assert BackendState.objects.get(alias="default").paused_until is None
+    assert BackendState.objects.get(alias="esp").paused_until is not None
+    run("resume")
+    assert BackendState.objects.get(alias="esp").paused_until is None
+
+
+def test_send_with_no_database_exits_non_zero() -> None:
+    """A real process, pointed at a PostgreSQL port where nothing listens."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "MAILROOM_TEST_DB": "postgres",
+        "MAILROOM_PG_PORT": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "django", "mailroom", "send"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 1
+    assert "database cannot be used" in proc.stderr
