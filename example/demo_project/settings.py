@@ -97,7 +97,7 @@ MAILROOM = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"compact": {"format": "  ! %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {"compact": {"format": "  ! %(levelname)s %(message)s"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

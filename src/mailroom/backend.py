@@ -28,14 +28,17 @@ class EmailBackend(BaseEmailBackend):
 
     def __init__(
         self,
-        *args: Any,
+        fail_silently: bool = False,
+        *,
         using: str | None = None,
         priority: Priority | str | int = Priority.NORMAL,
         **kwargs: Any,
     ) -> None:
-        # Our own options are popped before BaseEmailBackend sees them: on Django 6.1 it
-        # refuses options it does not know.
-        super().__init__(*args, **kwargs)
+        # Our own options are taken before BaseEmailBackend sees them: on Django 6.1 it
+        # refuses options it does not know, and wants a subclass that supports fail_silently
+        # to keep it itself.
+        super().__init__(**kwargs)
+        self.silent = bool(fail_silently)
         self.using = using
         self.priority = Priority.coerce(priority)
 
@@ -46,10 +49,6 @@ class EmailBackend(BaseEmailBackend):
             email_messages,
             priority=self.priority,
             backend=self.using,
-            skip_invalid=self._silent(),
+            skip_invalid=self.silent,
         )
         return len(rows)
-
-    def _silent(self) -> bool:
-        # Django 6.1 keeps fail_silently in a private attribute and warns on the old one.
-        return bool(getattr(self, "_fail_silently", None) or self.__dict__.get("fail_silently"))

@@ -16,8 +16,15 @@ from .conf import DEFAULTS, raw_settings
 _QUEUE_BACKEND = "mailroom.backend.EmailBackend"
 _POSITIVE_INTS = ("MAX_ATTEMPTS", "BATCH_SIZE", "ERROR_TEXT_LIMIT")
 _DURATIONS = (
-    "MAX_AGE", "BACKOFF_BASE", "BACKOFF_CAP", "BACKEND_BACKOFF_BASE", "BACKEND_BACKOFF_CAP",
-    "MISCONFIGURED_BACKOFF_BASE", "MISCONFIGURED_BACKOFF_CAP", "RETRY_AFTER_CAP", "LEASE",
+    "MAX_AGE",
+    "BACKOFF_BASE",
+    "BACKOFF_CAP",
+    "BACKEND_BACKOFF_BASE",
+    "BACKEND_BACKOFF_CAP",
+    "MISCONFIGURED_BACKOFF_BASE",
+    "MISCONFIGURED_BACKOFF_CAP",
+    "RETRY_AFTER_CAP",
+    "LEASE",
     "SMTP_TIMEOUT",
 )
 
@@ -50,16 +57,20 @@ def _check_numbers(raw: Mapping[str, Any]) -> list[CheckMessage]:
         value = raw[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             errors.append(
-                Error(f"MAILROOM[{key!r}] must be a positive integer, not {value!r}.",
-                      id="mailroom.E006")
+                Error(
+                    f"MAILROOM[{key!r}] must be a positive integer, not {value!r}.",
+                    id="mailroom.E006",
+                )
             )
     for key in _DURATIONS:
         value = raw[key]
         seconds = value.total_seconds() if isinstance(value, timedelta) else value
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
             errors.append(
-                Error(f"MAILROOM[{key!r}] must be a number of seconds or a timedelta, "
-                      f"not {value!r}.", id="mailroom.E006")
+                Error(
+                    f"MAILROOM[{key!r}] must be a number of seconds or a timedelta, not {value!r}.",
+                    id="mailroom.E006",
+                )
             )
     if not isinstance(raw["BACKOFF_FACTOR"], (int, float)) or raw["BACKOFF_FACTOR"] < 1:
         errors.append(
@@ -73,8 +84,9 @@ def _check_backends(raw: Mapping[str, Any]) -> list[CheckMessage]:
     if backends is None:
         return []
     if not isinstance(backends, Mapping) or not backends:
-        return [Error("MAILROOM['BACKENDS'] must be a non-empty dict of aliases.",
-                      id="mailroom.E002")]
+        return [
+            Error("MAILROOM['BACKENDS'] must be a non-empty dict of aliases.", id="mailroom.E002")
+        ]
     errors: list[CheckMessage] = []
     for alias, conf in backends.items():
         where = f"MAILROOM['BACKENDS'][{alias!r}]"
@@ -85,27 +97,33 @@ def _check_backends(raw: Mapping[str, Any]) -> list[CheckMessage]:
             errors.append(Error(f"{where}['OPTIONS'] must be a dict.", id="mailroom.E002"))
         if "MAILER" in conf:
             if not compat.HAS_MAILERS:
-                errors.append(Error(f"{where}['MAILER'] needs Django 6.1 or later.",
-                                    id="mailroom.E002"))
+                errors.append(
+                    Error(f"{where}['MAILER'] needs Django 6.1 or later.", id="mailroom.E002")
+                )
             continue
         path = conf.get("BACKEND", "django.core.mail.backends.smtp.EmailBackend")
         if path == _QUEUE_BACKEND:
             errors.append(
-                Error(f"{where} delivers through mailroom's own queueing backend.",
-                      hint="Name the backend that really sends (SMTP, an ESP).",
-                      id="mailroom.E004")
+                Error(
+                    f"{where} delivers through mailroom's own queueing backend.",
+                    hint="Name the backend that really sends (SMTP, an ESP).",
+                    id="mailroom.E004",
+                )
             )
             continue
         try:
             import_string(path)
         except ImportError as exc:
-            errors.append(Error(f"{where}['BACKEND'] cannot be imported: {exc}",
-                                id="mailroom.E003"))
+            errors.append(
+                Error(f"{where}['BACKEND'] cannot be imported: {exc}", id="mailroom.E003")
+            )
     default = raw["DEFAULT_BACKEND"]
     if default not in backends:
         errors.append(
-            Error(f"MAILROOM['DEFAULT_BACKEND'] is {default!r}, which is not in BACKENDS.",
-                  id="mailroom.E005")
+            Error(
+                f"MAILROOM['DEFAULT_BACKEND'] is {default!r}, which is not in BACKENDS.",
+                id="mailroom.E005",
+            )
         )
     return errors
 
@@ -116,12 +134,19 @@ def _check_classifiers(raw: Mapping[str, Any]) -> list[CheckMessage]:
         try:
             target = import_string(rule) if isinstance(rule, str) else rule
         except ImportError as exc:
-            errors.append(Error(f"MAILROOM['CLASSIFIERS'] entry {rule!r} cannot be imported: "
-                                f"{exc}", id="mailroom.E007"))
+            errors.append(
+                Error(
+                    f"MAILROOM['CLASSIFIERS'] entry {rule!r} cannot be imported: {exc}",
+                    id="mailroom.E007",
+                )
+            )
             continue
         if not callable(target):
-            errors.append(Error(f"MAILROOM['CLASSIFIERS'] entry {rule!r} is not callable.",
-                                id="mailroom.E007"))
+            errors.append(
+                Error(
+                    f"MAILROOM['CLASSIFIERS'] entry {rule!r} is not callable.", id="mailroom.E007"
+                )
+            )
     return errors
 
 
@@ -129,7 +154,7 @@ def _check_mailers() -> list[CheckMessage]:
     if not compat.mailers_configured():
         return []
     errors: list[CheckMessage] = []
-    mailers = settings.MAILERS
+    mailers = settings.MAILERS  # type: ignore[misc]
     for alias, conf in mailers.items():
         if conf.get("BACKEND") != _QUEUE_BACKEND:
             continue
@@ -137,12 +162,17 @@ def _check_mailers() -> list[CheckMessage]:
         target = using or raw_settings()["DEFAULT_BACKEND"]
         if target == alias:
             errors.append(
-                Error(f"MAILERS[{alias!r}] queues with mailroom and would deliver through "
-                      "itself.",
-                      hint="Set OPTIONS={'using': '<alias of the backend that sends>'}.",
-                      id="mailroom.E008")
+                Error(
+                    f"MAILERS[{alias!r}] queues with mailroom and would deliver through itself.",
+                    hint="Set OPTIONS={'using': '<alias of the backend that sends>'}.",
+                    id="mailroom.E008",
+                )
             )
         elif target in mailers and mailers[target].get("BACKEND") == _QUEUE_BACKEND:
-            errors.append(Error(f"MAILERS[{alias!r}] delivers through {target!r}, another "
-                                "mailroom queue.", id="mailroom.E008"))
+            errors.append(
+                Error(
+                    f"MAILERS[{alias!r}] delivers through {target!r}, another mailroom queue.",
+                    id="mailroom.E008",
+                )
+            )
     return errors

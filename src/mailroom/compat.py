@@ -33,7 +33,8 @@ def envelope_address(address: str, encoding: str | None = None) -> str:
     if DJANGO_6:
         # prep_address() does not use the instance; an unconfigured one avoids reading
         # EMAIL_* settings, which raise once MAILERS is defined.
-        return str(smtp.EmailBackend.prep_address(_PREP_SELF, address))
+        prep_address = smtp.EmailBackend.prep_address  # type: ignore[attr-defined]
+        return str(prep_address(_PREP_SELF, address))
     from django.core.mail.message import sanitize_address
 
     return str(sanitize_address(address, encoding or settings.DEFAULT_CHARSET))

@@ -120,8 +120,9 @@ def _parse_backends(raw: Mapping[str, Any] | None) -> dict[str, BackendConfig]:
         conf = dict(conf)
         parsed[alias] = BackendConfig(
             alias=alias,
-            backend=conf.get("BACKEND", "" if "MAILER" in conf else
-                             "django.core.mail.backends.smtp.EmailBackend"),
+            backend=conf.get(
+                "BACKEND", "" if "MAILER" in conf else "django.core.mail.backends.smtp.EmailBackend"
+            ),
             options=dict(conf.get("OPTIONS", {})),
             mailer=conf.get("MAILER"),
         )

@@ -28,9 +28,7 @@ def backend_config(alias: str) -> BackendConfig:
         if alias in mailers:
             return BackendConfig(alias=alias, mailer=alias)
     known = ", ".join(sorted(settings.backends)) or "none"
-    raise BackendNotConfigured(
-        f"unknown delivery backend alias {alias!r} (configured: {known})"
-    )
+    raise BackendNotConfigured(f"unknown delivery backend alias {alias!r} (configured: {known})")
 
 
 def backend_class(alias: str) -> type[BaseEmailBackend] | None:
@@ -39,7 +37,8 @@ def backend_class(alias: str) -> type[BaseEmailBackend] | None:
     if config.mailer is not None:
         from django.conf import settings
 
-        path = settings.MAILERS.get(config.mailer, {}).get(
+        mailers: dict[str, Any] = getattr(settings, "MAILERS", {})
+        path = mailers.get(config.mailer, {}).get(
             "BACKEND", "django.core.mail.backends.smtp.EmailBackend"
         )
     else:
@@ -60,12 +59,12 @@ def open_backend(alias: str) -> BaseEmailBackend:
     config = backend_config(alias)
     try:
         if config.mailer is not None:
-            from django.core.mail import mailers
+            from django.core.mail import mailers  # type: ignore[attr-defined]
 
             backend: BaseEmailBackend = mailers[config.mailer]
         else:
             cls = import_string(config.backend)
-            backend = cls(**dict(config.options))
+            backend = cls(**_constructor_options(cls, config))
     except BackendNotConfigured:
         raise
     except (ImportError, TypeError, ValueError, KeyError) as exc:
@@ -81,12 +80,21 @@ def open_backend(alias: str) -> BaseEmailBackend:
     return backend
 
 
+def _constructor_options(cls: type, config: BackendConfig) -> dict[str, Any]:
+    options = dict(config.options)
+    # Django 6.1: a backend given its settings explicitly is built the way MAILERS builds it
+    # (with an alias), so it reads no deprecated EMAIL_* setting and warns about nothing.
+    # With no OPTIONS at all it stays in compatibility mode and uses EMAIL_*.
+    if compat.HAS_MAILERS and options and issubclass(cls, SMTPBackend):
+        options.setdefault("alias", f"mailroom:{config.alias}")
+    return options
+
 
 def _force_smtp_timeout(backend: BaseEmailBackend) -> None:
     # Django's SMTP backend defaults to no timeout at all: a server that stops answering
     # would hold a worker forever. Give it mailroom's SMTP_TIMEOUT unless one was set.
     if isinstance(backend, SMTPBackend) and backend.timeout is None:
-        backend.timeout = get_settings().smtp_timeout
+        backend.timeout = get_settings().smtp_timeout  # type: ignore[assignment]
 
 
 def _is_mailroom(backend: BaseEmailBackend) -> bool:
@@ -101,9 +109,14 @@ def uses_smtp_fast_path(backend: BaseEmailBackend) -> bool:
     Only for Django's own SMTP backend or a subclass that leaves ``_send`` alone: a subclass
     that overrides it (to sign with DKIM, say) must be called through ``send_messages``.
     """
-    return isinstance(backend, SMTPBackend) and type(backend)._send is SMTPBackend._send
+    return isinstance(backend, SMTPBackend) and _overrides_send(type(backend)) is False
 
 
 def is_smtp_alias(alias: str) -> bool:
     cls = backend_class(alias)
-    return cls is not None and issubclass(cls, SMTPBackend) and cls._send is SMTPBackend._send
+    return cls is not None and issubclass(cls, SMTPBackend) and not _overrides_send(cls)
+
+
+def _overrides_send(cls: type) -> bool:
+    # _send is private to Django's SMTP backend (the stubs do not know it), hence getattr.
+    return getattr(cls, "_send", None) is not getattr(SMTPBackend, "_send", None)

@@ -120,7 +120,8 @@ def _anymail_status(status: Any) -> tuple[dict[str, str] | None, str | None]:
         return None, None
     recipients = getattr(status, "recipients", None) or {}
     per_recipient = {
-        str(address): str(getattr(info, "status", "unknown")) for address, info in recipients.items()
+        str(address): str(getattr(info, "status", "unknown"))
+        for address, info in recipients.items()
     }
     message_id = getattr(status, "message_id", None)
     if isinstance(message_id, set):

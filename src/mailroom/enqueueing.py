@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import copy
 import logging
-from email.utils import formatdate, make_msgid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from email.utils import formatdate, make_msgid
 
 from django.core.mail import EmailMessage
 from django.core.mail.utils import DNS_NAME

@@ -77,7 +77,8 @@ class DeliveryResult:
     error: BaseException | None = None
     #: What a generic backend's ``send_messages([message])`` returned (None on the SMTP path).
     sent_count: int | None = None
-    #: django-anymail's per-recipient statuses: address -> sent|queued|invalid|rejected|failed|unknown.
+    #: django-anymail's per-recipient statuses:
+    #: address -> sent|queued|invalid|rejected|failed|unknown.
     esp_status: Mapping[str, str] | None = None
     #: The provider's message id, when the backend reported one.
     esp_message_id: str | None = None

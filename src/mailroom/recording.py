@@ -168,7 +168,7 @@ def _apply_in_memory(outcomes: Sequence[Outcome], now: datetime) -> None:
 
 
 def _signal(outcomes: Sequence[Outcome], attempts: Sequence[Attempt]) -> None:
-    for outcome, attempt in zip(outcomes, attempts):
+    for outcome, attempt in zip(outcomes, attempts, strict=False):
         action = outcome.decision.action
         if action is Action.MARK_SENT:
             signals.send(signals.message_sent, Message, message=outcome.message, attempt=attempt)
@@ -224,7 +224,9 @@ def pause_backend(
         state.verdict = classification.verdict.value
         state.reason = classification.reason
         state.save()
-    log = logger.error if classification.verdict is Verdict.BACKEND_MISCONFIGURED else logger.warning
+    log = (
+        logger.error if classification.verdict is Verdict.BACKEND_MISCONFIGURED else logger.warning
+    )
     log(
         "mailroom: backend %r paused for %.0f s (%s): %s",
         alias,

@@ -101,8 +101,8 @@ def backend_pause(
         base, cap = policy.misconfigured_base, policy.misconfigured_cap
     else:
         base, cap = policy.backend_base, policy.backend_cap
-    ceiling = min(cap, base * 2 ** max(failures - 1, 0))
-    return ceiling / 2 + rng() * ceiling / 2
+    ceiling = min(cap, base * 2.0 ** max(failures - 1, 0))
+    return float(ceiling / 2 + rng() * ceiling / 2)
 
 
 def decide(

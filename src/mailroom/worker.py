@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import cast
 
 from django.db.models import Q
 from django.utils import timezone
@@ -28,7 +29,6 @@ from .claiming import claim, reclaim_expired, release
 from .classification import Rule, classify
 from .conf import get_settings
 from .delivery import DeliverySession
-from .exceptions import UndecodableMessage
 from .models import BackendState, Message
 from .outcomes import Classification, DeliveryResult, Verdict
 from .recording import Outcome, fail_unattempted, mark_backends_healthy, pause_backend, record
@@ -37,17 +37,10 @@ from .retry import Action, RetryPolicy, decide
 logger = logging.getLogger(__name__)
 
 
-def _undecodable(exc: BaseException) -> Classification | None:
-    # A stored row that cannot be rebuilt will never become sendable by waiting.
-    if isinstance(exc, UndecodableMessage):
-        return Classification(verdict=Verdict.FAILED, reason=f"stored message is unreadable: {exc}")
-    return None
-
-
 def load_rules(configured: Sequence[Callable[..., object] | str]) -> tuple[Rule, ...]:
-    """mailroom's own rules, then the user's (dotted paths imported now), before the table."""
-    user = tuple(import_string(r) if isinstance(r, str) else r for r in configured)
-    return (_undecodable, *user)
+    """The user's rules (dotted paths imported now), tried before the built-in table."""
+    user = tuple(cast(Rule, import_string(r) if isinstance(r, str) else r) for r in configured)
+    return (*user,)
 
 
 @dataclass
@@ -169,8 +162,16 @@ class Engine:
             except Exception as exc:
                 result = DeliveryResult(recipients=tuple(group[0].pending), error=exc)
                 self._backend_fault(
-                    alias, group, 0, result, opened_at, time.perf_counter() - t0, token, outcomes,
-                    stats, on_open=True,
+                    alias,
+                    group,
+                    0,
+                    result,
+                    opened_at,
+                    time.perf_counter() - t0,
+                    token,
+                    outcomes,
+                    stats,
+                    on_open=True,
                 )
                 return False
             for index, message in enumerate(group):
@@ -185,7 +186,15 @@ class Engine:
                 classification = classify(result, rules=self.rules)
                 if classification.verdict.is_backend_fault:
                     self._backend_fault(
-                        alias, group, index, result, now, duration, token, outcomes, stats,
+                        alias,
+                        group,
+                        index,
+                        result,
+                        now,
+                        duration,
+                        token,
+                        outcomes,
+                        stats,
                         classification=classification,
                     )
                     return False
@@ -257,12 +266,12 @@ def _by_backend(rows: list[Message]) -> dict[str, list[Message]]:
 
 def _log(message: Message, c: Classification, action: Action) -> None:
     if c.unexpected:
-        logger.error(
-            "mailroom: message %s: unexpected error, will retry: %s", message.pk, c.reason
-        )
+        logger.error("mailroom: message %s: unexpected error, will retry: %s", message.pk, c.reason)
     elif action is Action.MARK_SENT:
         logger.debug("mailroom: message %s: sent", message.pk)
     elif action is Action.FAIL:
-        logger.warning("mailroom: message %s: failed (%s): %s", message.pk, c.verdict.value, c.reason)
+        logger.warning(
+            "mailroom: message %s: failed (%s): %s", message.pk, c.verdict.value, c.reason
+        )
     else:
         logger.info("mailroom: message %s: %s: %s", message.pk, c.verdict.value, c.reason)

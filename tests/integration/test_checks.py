@@ -23,8 +23,7 @@ def test_default_settings_pass(settings) -> None:
         ({"BACKENDS": {}}, "mailroom.E002"),
         ({"BACKENDS": {"default": "smtp"}}, "mailroom.E002"),
         ({"BACKENDS": {"default": {"BACKEND": "no.such.Backend"}}}, "mailroom.E003"),
-        ({"BACKENDS": {"default": {"BACKEND": "mailroom.backend.EmailBackend"}}},
-         "mailroom.E004"),
+        ({"BACKENDS": {"default": {"BACKEND": "mailroom.backend.EmailBackend"}}}, "mailroom.E004"),
         ({"BACKENDS": {"smtp": {}}}, "mailroom.E005"),
         ({"MAX_ATTEMPTS": 0}, "mailroom.E006"),
         ({"LEASE": -1}, "mailroom.E006"),
@@ -32,9 +31,19 @@ def test_default_settings_pass(settings) -> None:
         ({"CLASSIFIERS": [42]}, "mailroom.E007"),
         ({"MAX_ATTEMPT": 3}, "mailroom.W001"),
     ],
-    ids=["not-a-dict", "empty-backends", "backend-not-a-dict", "unimportable-backend",
-         "delivers-through-itself", "default-alias-missing", "zero-attempts", "negative-lease",
-         "unimportable-rule", "rule-not-callable", "misspelt-key"],
+    ids=[
+        "not-a-dict",
+        "empty-backends",
+        "backend-not-a-dict",
+        "unimportable-backend",
+        "delivers-through-itself",
+        "default-alias-missing",
+        "zero-attempts",
+        "negative-lease",
+        "unimportable-rule",
+        "rule-not-callable",
+        "misspelt-key",
+    ],
 )
 def test_each_mistake_is_reported_with_its_id(settings, mailroom, expected) -> None:
     settings.MAILROOM = mailroom

@@ -86,8 +86,9 @@ def test_dropped_connection_is_backend_down(esp, fake_esp, run_send) -> None:
 
 def test_429_honours_retry_after(postmark, fake_esp, run_send) -> None:
     queue("a@example.com")
-    fake_esp.respond_once(429, {"ErrorCode": 429, "Message": "Rate limit exceeded"},
-                          {"Retry-After": "7"})
+    fake_esp.respond_once(
+        429, {"ErrorCode": 429, "Message": "Rate limit exceeded"}, {"Retry-After": "7"}
+    )
     run_send()
     state = BackendState.objects.get(alias="default")
     assert state.verdict == "backend_down"
@@ -104,12 +105,14 @@ def test_invalid_recipient_422_fails_the_message(postmark, fake_esp, run_send) -
     assert row.reason
 
 
-def test_inactive_recipient_422_fails_the_message_and_the_next_is_sent(postmark, fake_esp,
-                                                                       run_send) -> None:
+def test_inactive_recipient_422_fails_the_message_and_the_next_is_sent(
+    postmark, fake_esp, run_send
+) -> None:
     bad = queue("suppressed@example.com")
     good = queue("ok@example.com")
-    fake_esp.for_recipient("suppressed@example.com", 422,
-                           postmark_inactive_recipients("suppressed@example.com"))
+    fake_esp.for_recipient(
+        "suppressed@example.com", 422, postmark_inactive_recipients("suppressed@example.com")
+    )
     run_send()
     bad.refresh_from_db()
     good.refresh_from_db()

@@ -67,7 +67,8 @@ def test_permanent_refusal_fails_at_once_and_keeps_the_reason(smtp_server, run_s
     run_send()
     row.refresh_from_db()
     assert row.status == Status.FAILED
-    assert "550" in row.reason and "5.1.1" in row.reason
+    assert "550" in row.reason
+    assert "5.1.1" in row.reason
     attempt = Attempt.objects.get(message=row)
     assert attempt.recipients["gone@example.com"]["state"] == "failed"
     assert attempt.enhanced_code == "5.1.1"
@@ -123,7 +124,9 @@ def test_partial_refusal_retries_only_the_refused_recipients(smtp_server, run_se
     assert "gone@example.com" in row.reason
 
 
-def test_partially_refused_for_good_is_sent_with_the_refusal_recorded(smtp_server, run_send) -> None:
+def test_partially_refused_for_good_is_sent_with_the_refusal_recorded(
+    smtp_server, run_send
+) -> None:
     smtp_server.script.rcpt["gone@example.com"] = "550 5.1.1 No such user"
     row = mailroom.enqueue(
         EmailMessage("S", "B", "app@example.com", ["ok@example.com", "gone@example.com"])
@@ -143,7 +146,8 @@ def test_server_down_charges_no_attempt_and_pauses_the_backend(smtp_server, run_
         row.refresh_from_db()
         assert (row.status, row.attempts) == (Status.QUEUED, 0)
     state = BackendState.objects.get(alias="default")
-    assert state.verdict == "backend_down" and state.paused_until is not None
+    assert state.verdict == "backend_down"
+    assert state.paused_until is not None
     assert Attempt.objects.filter(charged=True).count() == 0
 
     smtp_server.start()
@@ -154,12 +158,17 @@ def test_server_down_charges_no_attempt_and_pauses_the_backend(smtp_server, run_
     assert BackendState.objects.get(alias="default").failures == 0
 
 
-def test_a_paused_backend_is_not_tried_until_its_pause_ends(smtp_server, mailroom_settings,
-                                                            run_send) -> None:
+def test_a_paused_backend_is_not_tried_until_its_pause_ends(
+    smtp_server, mailroom_settings, run_send
+) -> None:
     mailroom_settings(
         BACKEND_BACKOFF_BASE=60,
-        BACKENDS={"default": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend",
-                              "OPTIONS": {"host": smtp_server.host, "port": smtp_server.port}}},
+        BACKENDS={
+            "default": {
+                "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                "OPTIONS": {"host": smtp_server.host, "port": smtp_server.port},
+            }
+        },
     )
     queue(2)
     smtp_server.stop()
@@ -197,8 +206,9 @@ def test_dropped_connection_pauses_the_backend_and_loses_nothing(smtp_server, ru
     assert Message.objects.filter(attempts__gt=1).count() == 0
 
 
-def test_authentication_failure_is_a_misconfiguration(settings, smtp_server, mailroom_settings,
-                                                       run_send) -> None:
+def test_authentication_failure_is_a_misconfiguration(
+    settings, smtp_server, mailroom_settings, run_send
+) -> None:
     smtp_server.auth = ("user", "right")
     mailroom_settings(
         BACKENDS={
@@ -222,21 +232,25 @@ def test_authentication_failure_is_a_misconfiguration(settings, smtp_server, mai
 
 
 def test_data_rejection_for_one_message_does_not_stop_the_others(smtp_server, run_send) -> None:
-    smtp_server.script.data_fail_times("554 5.7.1 Message refused", times=99,
-                                       subject_contains="S1")
+    smtp_server.script.data_fail_times("554 5.7.1 Message refused", times=99, subject_contains="S1")
     rows = queue(3)
     run_send()
     states = [Message.objects.get(pk=r.pk).status for r in rows]
     assert states == [Status.SENT, Status.FAILED, Status.SENT]
 
 
-def test_retry_budget_runs_out_into_failed_with_reason(smtp_server, mailroom_settings,
-                                                       queue_to_smtp, run_send) -> None:
+def test_retry_budget_runs_out_into_failed_with_reason(
+    smtp_server, mailroom_settings, queue_to_smtp, run_send
+) -> None:
     smtp_server.script.rcpt["full@example.com"] = "452 4.2.2 Mailbox full"
     mailroom_settings(
         MAX_ATTEMPTS=3,
-        BACKENDS={"default": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend",
-                              "OPTIONS": {"host": smtp_server.host, "port": smtp_server.port}}},
+        BACKENDS={
+            "default": {
+                "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                "OPTIONS": {"host": smtp_server.host, "port": smtp_server.port},
+            }
+        },
     )
     [row] = queue(1, to="full@example.com")
     for _ in range(3):
@@ -259,7 +273,8 @@ def test_expired_message_fails_with_reason_expired(smtp_server, run_send) -> Non
     [row] = queue(1, expires_at=timezone.now() - timezone.timedelta(seconds=1))
     run_send()
     row.refresh_from_db()
-    assert row.status == Status.FAILED and "expired" in row.reason
+    assert row.status == Status.FAILED
+    assert "expired" in row.reason
     assert smtp_server.count == 0
 
 

@@ -36,7 +36,9 @@ def test_send_mass_mail_queues_every_message_with_one_insert(django_assert_num_q
 
 
 def test_get_connection_send_messages_returns_the_number_queued() -> None:
-    messages = [EmailMessage(f"S{i}", "B", "f@example.com", [f"t{i}@example.com"]) for i in range(3)]
+    messages = [
+        EmailMessage(f"S{i}", "B", "f@example.com", [f"t{i}@example.com"]) for i in range(3)
+    ]
     assert mail.get_connection().send_messages(messages) == 3
     assert mail.get_connection().send_messages([]) == 0
 
@@ -58,9 +60,13 @@ def test_mail_admins_queues(settings) -> None:
 
 
 def test_rolled_back_transaction_queues_nothing() -> None:
-    with pytest.raises(RuntimeError), transaction.atomic():
-        mail.send_mail("Hi", "Body", "from@example.com", ["to@example.com"])
-        raise RuntimeError("the view failed after sending")
+    def view() -> None:
+        with transaction.atomic():
+            mail.send_mail("Hi", "Body", "from@example.com", ["to@example.com"])
+            raise RuntimeError("the view failed after sending")
+
+    with pytest.raises(RuntimeError):
+        view()
     assert Message.objects.count() == 0
 
 
@@ -81,7 +87,8 @@ def test_enqueue_takes_priority_send_at_and_backend() -> None:
 def test_message_id_and_date_are_pinned_at_enqueue_without_touching_the_callers_message() -> None:
     message = EmailMessage("S", "B", "f@example.com", ["t@example.com"])
     row = mailroom.enqueue(message)
-    assert row.message_id.startswith("<") and row.message_id.endswith(">")
+    assert row.message_id.startswith("<")
+    assert row.message_id.endswith(">")
     assert row.payload  # stored as JSON
     assert "Message-ID" not in message.extra_headers
     assert row.message_id.encode() in bytes(row.mime)
@@ -132,8 +139,13 @@ def test_html_alternative_and_attachment_are_stored() -> None:
         ),
         (lambda: EmailMessage("S", "B", "not an address <<", ["t@example.com"]), "sender"),
     ],
-    ids=["no-recipients", "newline-in-address", "newline-in-subject", "newline-in-header",
-         "bad-sender"],
+    ids=[
+        "no-recipients",
+        "newline-in-address",
+        "newline-in-subject",
+        "newline-in-header",
+        "bad-sender",
+    ],
 )
 def test_bad_input_raises_a_clear_error_and_stores_nothing(build, expected) -> None:
     with pytest.raises(InvalidMessage, match=expected):

@@ -27,8 +27,9 @@ def test_fifty_poison_messages_do_not_hold_back_950_good_ones(
         }
     )
     smtp_server.script.rcpt["gone@example.com"] = "550 5.1.1 No such user"
-    smtp_server.script.data_fail_times("554 5.7.1 Content rejected", times=10**6,
-                                       subject_contains="rejected-content")
+    smtp_server.script.data_fail_times(
+        "554 5.7.1 Content rejected", times=10**6, subject_contains="rejected-content"
+    )
 
     poison_kind: dict[int, int] = {}
     for i in range(1000):
@@ -36,8 +37,7 @@ def test_fifty_poison_messages_do_not_hold_back_950_good_ones(
         to = "gone@example.com" if kind == REFUSED else f"user{i}@example.com"
         subject = {VENDOR_ERROR: "boom", CONTENT_REJECTED: "rejected-content"}.get(kind, f"S{i}")
         backend = "vendor" if kind == VENDOR_ERROR or (kind is None and i % 10 == 1) else "default"
-        row = mailroom.enqueue(EmailMessage(subject, "B", "app@example.com", [to]),
-                               backend=backend)
+        row = mailroom.enqueue(EmailMessage(subject, "B", "app@example.com", [to]), backend=backend)
         if kind is not None:
             poison_kind[row.pk] = kind
     # A stored row that no longer decodes (a bad migration, a hand edit): only its own problem.

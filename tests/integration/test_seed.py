@@ -40,17 +40,20 @@ def test_one_vendor_exception_in_a_batch_of_100_stalls_nothing(run_send, caplog)
     poison = Message.objects.get(pk=rows[42].pk)
     assert poison.status == Status.QUEUED
     assert poison.attempts == 1
-    assert "VendorAPIException" in poison.reason and "1902" in poison.reason
+    assert "VendorAPIException" in poison.reason
+    assert "1902" in poison.reason
     attempt = Attempt.objects.get(message=poison)
     assert attempt.error_type == "tests.support.thirdparty_backend.VendorAPIException"
     assert "Code: 1902" in attempt.error_text
     # An operator must hear about an exception nobody classified.
-    assert any("unexpected" in r.getMessage() and r.levelno == logging.ERROR
-               for r in caplog.records)
+    assert any(
+        "unexpected" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records
+    )
 
 
-def test_the_unknown_exception_is_retried_within_a_bounded_budget(mailroom_settings,
-                                                                  run_send) -> None:
+def test_the_unknown_exception_is_retried_within_a_bounded_budget(
+    mailroom_settings, run_send
+) -> None:
     mailroom_settings(
         MAX_ATTEMPTS=3,
         BACKENDS={"default": {"BACKEND": "tests.support.thirdparty_backend.EmailBackend"}},

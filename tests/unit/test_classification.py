@@ -139,7 +139,7 @@ def sparkpost(status: int, code: str, message: str = "") -> AnymailRequestsAPIEr
     return esp_error(status, body, esp_name="SparkPost")
 
 
-class SparkPostAPIException(Exception):  # noqa: N818
+class SparkPostAPIException(Exception):
     """Stand-in for python-sparkpost's exception (not installed here): same dotted name, same
     constructor, so the table sees exactly what the real one would give it."""
 
@@ -155,7 +155,7 @@ class SparkPostAPIException(Exception):  # noqa: N818
         super().__init__(f"Call to {response.url} returned {response.status_code}")
 
 
-class MailerDoesNotExist(ImproperlyConfigured, KeyError):  # noqa: N818
+class MailerDoesNotExist(ImproperlyConfigured, KeyError):
     """Django 6.1's MailerDoesNotExist (absent from 5.2): same dotted name, same bases' MRO."""
 
     __module__ = "django.core.mail.exceptions"

@@ -94,8 +94,13 @@ def test_retry_recipients_keeps_only_the_refused_for_now() -> None:
         ),
     )
     d = decide(
-        c, attempts=0, created_at=NOW, now=NOW, pending=["a@x.org", "b@x.org"],
-        policy=POLICY, rng=top,
+        c,
+        attempts=0,
+        created_at=NOW,
+        now=NOW,
+        pending=["a@x.org", "b@x.org"],
+        policy=POLICY,
+        rng=top,
     )
     assert d.action is Action.RETRY_LATER
     assert d.pending == ("b@x.org",)
@@ -125,7 +130,10 @@ def test_misconfigured_backend_probes_rarely() -> None:
 
 def test_retry_after_sets_the_backend_pause_capped() -> None:
     policy = RetryPolicy(retry_after_cap=100)
-    assert backend_pause(Verdict.BACKEND_DOWN, failures=5, retry_after=7, policy=policy,
-                         rng=top) == 7
-    assert backend_pause(Verdict.BACKEND_DOWN, failures=1, retry_after=10**6, policy=policy,
-                         rng=top) == 100
+    assert (
+        backend_pause(Verdict.BACKEND_DOWN, failures=5, retry_after=7, policy=policy, rng=top) == 7
+    )
+    assert (
+        backend_pause(Verdict.BACKEND_DOWN, failures=1, retry_after=10**6, policy=policy, rng=top)
+        == 100
+    )

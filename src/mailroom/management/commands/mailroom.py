@@ -94,9 +94,7 @@ class Command(BaseCommand):
                 )
             )
 
-    def _retry(
-        self, *, deferred: bool, failed: bool, ids: list[int] | None, **_: Any
-    ) -> None:
+    def _retry(self, *, deferred: bool, failed: bool, ids: list[int] | None, **_: Any) -> None:
         if not (deferred or failed or ids):
             raise CommandError("mailroom retry: say what to retry: --deferred, --failed or --id N")
         if ids and not (deferred or failed):
