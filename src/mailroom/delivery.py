@@ -14,6 +14,7 @@ so a partially refused message would count as sent).
 from __future__ import annotations
 
 import logging
+import smtplib
 from typing import Any
 
 from django.core.mail import EmailMessage
@@ -67,10 +68,11 @@ class DeliverySession:
             backend.open()
         try:
             refused = backend.connection.sendmail(row.from_email, list(recipients), mime)
-        except Exception:
-            # After a 421 or a disconnect smtplib has closed the socket but Django still holds
-            # the object; reusing it would fail every following message. Start afresh.
-            self.close()
+        except Exception as exc:
+            if not _connection_survives(exc):
+                # After a 421 or a disconnect smtplib has closed the socket but Django still
+                # holds the object; reusing it would fail every following message.
+                self.close()
             raise
         return DeliveryResult(recipients=recipients, refused=_normalise(refused))
 
@@ -88,6 +90,19 @@ class DeliverySession:
             esp_status=esp_status,
             esp_message_id=esp_id,
         )
+
+
+def _connection_survives(exc: Exception) -> bool:
+    """Whether smtplib left the session usable after ``exc`` (it sends RSET after a refusal).
+
+    A refused recipient, sender or message body leaves the connection open, so the next
+    message reuses it; a 421 (the server is closing) or anything else starts a new one.
+    """
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(code != 421 for code, _ in exc.recipients.values())
+    if isinstance(exc, (smtplib.SMTPSenderRefused, smtplib.SMTPDataError)):
+        return exc.smtp_code != 421
+    return False
 
 
 def rebuild(row: Message) -> EmailMessage:

@@ -228,7 +228,7 @@ def pause_backend(
         logger.error if classification.verdict is Verdict.BACKEND_MISCONFIGURED else logger.warning
     )
     log(
-        "mailroom: backend %r paused for %.0f s (%s): %s",
+        "mailroom: backend %r paused for %.1f s (%s): %s",
         alias,
         seconds,
         classification.verdict.value,

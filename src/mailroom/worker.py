@@ -270,8 +270,6 @@ def _log(message: Message, c: Classification, action: Action) -> None:
     elif action is Action.MARK_SENT:
         logger.debug("mailroom: message %s: sent", message.pk)
     elif action is Action.FAIL:
-        logger.warning(
-            "mailroom: message %s: failed (%s): %s", message.pk, c.verdict.value, c.reason
-        )
+        logger.warning("mailroom: message %s: failed: %s", message.pk, c.reason)
     else:
         logger.info("mailroom: message %s: %s: %s", message.pk, c.verdict.value, c.reason)
