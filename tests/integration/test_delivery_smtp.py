@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from django.core import mail
 from django.core.mail import EmailMessage
@@ -206,8 +208,8 @@ def test_dropped_connection_pauses_the_backend_and_loses_nothing(smtp_server, ru
     assert Message.objects.filter(attempts__gt=1).count() == 0
 
 
-def test_authentication_failure_is_a_misconfiguration(
-    settings, smtp_server, mailroom_settings, run_send
+def test_authentication_failure_is_a_misconfiguration_logged_at_error(
+    smtp_server, mailroom_settings, run_send, caplog
 ) -> None:
     smtp_server.auth = ("user", "right")
     mailroom_settings(
@@ -225,10 +227,14 @@ def test_authentication_failure_is_a_misconfiguration(
         }
     )
     [row] = queue(1)
-    run_send()
+    with caplog.at_level(logging.ERROR, logger="mailroom"):
+        run_send()
     row.refresh_from_db()
     assert (row.status, row.attempts) == (Status.QUEUED, 0)
-    assert BackendState.objects.get(alias="default").verdict == "backend_misconfigured"
+    state = BackendState.objects.get(alias="default")
+    assert state.verdict == "backend_misconfigured"
+    assert "535" in state.reason
+    assert any(r.levelno == logging.ERROR and "paused" in r.getMessage() for r in caplog.records)
 
 
 def test_data_rejection_for_one_message_does_not_stop_the_others(smtp_server, run_send) -> None:
