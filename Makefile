@@ -1,6 +1,7 @@
 # django-mailroom: `make demo` runs the demo, `make test` runs every check CI runs.
 PYTHON ?= python3
-PY312 ?= $(shell command -v python3.12 2>/dev/null || ls /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -n1)
+# The first Python 3.12 that really runs (a pyenv shim may exist without the version active).
+PY312 ?= $(shell for p in $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 2>/dev/null) $$(command -v python3.12); do "$$p" -c '' 2>/dev/null && echo "$$p" && break; done)
 VENV := .venv
 VENV61 := .venv-dj61
 PIP_FLAGS := --quiet --disable-pip-version-check

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 
@@ -47,12 +48,15 @@ elif _db == "mariadb":
         }
     }
 else:
-    # A file database (not :memory:) so that worker subprocesses can share it.
+    # A file database (not :memory:) so that worker subprocesses can share it, named after
+    # this checkout so that two checkouts on one machine never share one.
+    _tag = hashlib.sha1(os.path.dirname(os.path.abspath(__file__)).encode()).hexdigest()[:8]
+    _dir = tempfile.gettempdir()
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": os.path.join(tempfile.gettempdir(), "mailroom-tests.sqlite3"),
-            "TEST": {"NAME": os.path.join(tempfile.gettempdir(), "mailroom-tests-test.sqlite3")},
+            "NAME": os.path.join(_dir, f"mailroom-tests-{_tag}.sqlite3"),
+            "TEST": {"NAME": os.path.join(_dir, f"mailroom-tests-{_tag}-test.sqlite3")},
         }
     }
 
@@ -85,6 +89,10 @@ MAILROOM = {
         }
     },
 }
+
+if os.environ.get("MAILROOM_TEST_BAD_SETTINGS"):
+    # Used by a test that runs a real process: a setting the system checks refuse.
+    MAILROOM = {"MAX_ATTEMPTS": 0}
 
 LOGGING = {
     "version": 1,

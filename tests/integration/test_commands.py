@@ -123,3 +123,21 @@ def test_send_with_no_database_exits_non_zero() -> None:
     )
     assert proc.returncode == 1
     assert "database cannot be used" in proc.stderr
+
+
+def test_send_with_bad_settings_exits_non_zero() -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "MAILROOM_TEST_BAD_SETTINGS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "django", "mailroom", "send"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 1
+    assert "mailroom.E006" in proc.stderr

@@ -288,3 +288,14 @@ def test_mail_sent_with_send_mail_is_delivered(smtp_server, run_send) -> None:
     mail.send_mail("Hello", "Body", "app@example.com", ["x@example.com"])
     run_send()
     assert smtp_server.recipients_of(smtp_server.message_ids()[0]) == ["x@example.com"]
+
+
+def test_without_a_mailroom_setting_delivery_uses_the_email_settings(
+    settings, smtp_server, run_send
+) -> None:
+    del settings.MAILROOM
+    settings.EMAIL_BACKEND = "mailroom.backend.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = smtp_server.host, smtp_server.port
+    mail.send_mail("Hello", "Body", "app@example.com", ["x@example.com"])
+    run_send()
+    assert smtp_server.count == 1
