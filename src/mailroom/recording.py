@@ -120,6 +120,9 @@ def _update_one(outcome: Outcome, *, token: str, now: datetime) -> None:
         fields.update(status=Status.QUEUED, due_at=d.due_at)
     elif d.action is Action.FAIL:
         fields.update(status=Status.FAILED)
+        delivered = _delivered_earlier(outcome.message)
+        if delivered:
+            fields["reason"] = f"{d.reason} (delivered earlier to {', '.join(delivered)})"
     else:  # REQUEUE_AND_PAUSE: back as it was; the paused backend holds it.
         fields.update(status=Status.QUEUED, reason=f"waiting for backend: {d.reason}")
     changed = Message.objects.filter(pk=outcome.message.pk, claimed_by=token).update(**fields)
@@ -129,6 +132,14 @@ def _update_one(outcome: Outcome, *, token: str, now: datetime) -> None:
             outcome.message.pk,
             outcome.classification.verdict.value,
         )
+
+
+def _delivered_earlier(message: Message) -> list[str]:
+    """Recipients an earlier attempt of this message already reached."""
+    if message.pending_recipients is None:
+        return []
+    left = set(message.pending_recipients) | set(message.refused_recipients or {})
+    return [r for r in message.recipients if r not in left]
 
 
 def _refused_so_far(outcome: Outcome) -> dict[str, str]:

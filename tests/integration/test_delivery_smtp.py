@@ -299,3 +299,18 @@ def test_without_a_mailroom_setting_delivery_uses_the_email_settings(
     mail.send_mail("Hello", "Body", "app@example.com", ["x@example.com"])
     run_send()
     assert smtp_server.count == 1
+
+
+def test_a_later_permanent_refusal_says_who_already_has_the_message(smtp_server, run_send) -> None:
+    smtp_server.script.rcpt_fail_times("late@example.com", "451 4.7.1 Greylisted", times=1)
+    row = mailroom.enqueue(
+        EmailMessage("S", "B", "app@example.com", ["ok@example.com", "late@example.com"])
+    )
+    run_send()
+    smtp_server.script.rcpt["late@example.com"] = "550 5.1.1 No such user"
+    mailroom_retry_now()
+    run_send()
+    row.refresh_from_db()
+    assert row.status == Status.FAILED
+    assert "550 5.1.1" in row.reason
+    assert row.reason.endswith("(delivered earlier to ok@example.com)")
