@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from typing import Any
 
 SECRET_KEY = "mailroom-tests"
 DEBUG = False
@@ -81,7 +82,7 @@ TEMPLATES = [
 ROOT_URLCONF = "tests.urls"
 
 EMAIL_BACKEND = "mailroom.backend.EmailBackend"
-MAILROOM = {
+MAILROOM: dict[str, Any] = {
     "BACKENDS": {
         "default": {
             "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
