@@ -38,16 +38,19 @@ def smtp_options(server: ScriptedSMTPServer) -> dict[str, object]:
 def mailroom_settings(settings: Any) -> Callable[..., None]:
     """Configure MAILROOM for a test: ``mailroom_settings(BACKENDS=..., MAX_ATTEMPTS=...)``.
 
-    Backoffs default to zero-ish so tests never wait; the queueing backend is put back in
+    The queueing backend is put back in
     EMAIL_BACKEND (the test runner swaps every backend for locmem).
     """
 
     def configure(**overrides: Any) -> None:
         settings.EMAIL_BACKEND = "mailroom.backend.EmailBackend"
         settings.MAILROOM = {
+            # Message retries come due at once (tests call retry_deferred to make them due);
+            # a backend pause lasts a minute, so it never ends by itself during a test: tests
+            # lift it with resume_backends(), which makes them independent of timing.
             "BACKOFF_BASE": 0.01,
-            "BACKEND_BACKOFF_BASE": 0.01,
-            "MISCONFIGURED_BACKOFF_BASE": 0.01,
+            "BACKEND_BACKOFF_BASE": 60,
+            "MISCONFIGURED_BACKOFF_BASE": 60,
             **overrides,
         }
 

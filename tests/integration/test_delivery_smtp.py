@@ -164,7 +164,6 @@ def test_a_paused_backend_is_not_tried_until_its_pause_ends(
     smtp_server, mailroom_settings, run_send
 ) -> None:
     mailroom_settings(
-        BACKEND_BACKOFF_BASE=60,
         BACKENDS={
             "default": {
                 "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
