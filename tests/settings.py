@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import tempfile
 from typing import Any
@@ -25,6 +26,9 @@ INSTALLED_APPS = [
     "django.contrib.admin",
     "mailroom",
 ]
+# The peers whose queues `mailroom import` moves (tests/integration/test_import.py), where
+# installed: both load cleanly on Django 5.2 and 6.1.
+INSTALLED_APPS += [app for app in ("mailer", "post_office") if importlib.util.find_spec(app)]
 
 _db = os.environ.get("MAILROOM_TEST_DB", "sqlite")
 if _db == "postgres":
@@ -35,17 +39,27 @@ if _db == "postgres":
             "USER": os.environ.get("MAILROOM_PG_USER", "postgres"),
             "HOST": os.environ.get("MAILROOM_PG_HOST", "127.0.0.1"),
             "PORT": os.environ.get("MAILROOM_PG_PORT", "5432"),
-            "TEST": {"NAME": os.environ.get("MAILROOM_PG_TEST_NAME", "test_mailroom")},
+            "TEST": {
+                "NAME": os.environ.get("MAILROOM_PG_TEST_NAME", f"test_mailroom_{os.getpid()}")
+            },
         }
     }
 elif _db == "mariadb":
+    # PyMySQL (pure Python) stands in for mysqlclient, which needs C headers to build.
+    import pymysql
+
+    pymysql.install_as_MySQLdb()
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.mysql",
             "NAME": "mailroom",
             "USER": "root",
             "HOST": "127.0.0.1",
-            "PORT": "3306",
+            "PORT": os.environ.get("MAILROOM_MARIADB_PORT", "3306"),
+            "TEST": {
+                "NAME": os.environ.get("MAILROOM_MARIADB_TEST_NAME", f"test_mailroom_{os.getpid()}")
+            },
+            "OPTIONS": {"charset": "utf8mb4"},
         }
     }
 else:
@@ -57,7 +71,12 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.path.join(_dir, f"mailroom-tests-{_tag}.sqlite3"),
-            "TEST": {"NAME": os.path.join(_dir, f"mailroom-tests-{_tag}-test.sqlite3")},
+            # Per pytest process, so two runs on one machine never share a test database.
+            "TEST": {"NAME": os.path.join(_dir, f"mailroom-tests-{_tag}-{os.getpid()}.sqlite3")},
+            # What mailroom's docs advise for SQLite shared by several processes: take the
+            # write lock at BEGIN, so that no transaction fails with "database is locked"
+            # when it upgrades from reading to writing while a worker writes.
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
         }
     }
 

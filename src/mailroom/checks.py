@@ -12,9 +12,10 @@ from django.utils.module_loading import import_string
 
 from . import compat
 from .conf import DEFAULTS, raw_settings
+from .ratelimit import Rate
 
 _QUEUE_BACKEND = "mailroom.backend.EmailBackend"
-_POSITIVE_INTS = ("MAX_ATTEMPTS", "BATCH_SIZE", "ERROR_TEXT_LIMIT")
+_POSITIVE_INTS = ("MAX_ATTEMPTS", "BATCH_SIZE", "ERROR_TEXT_LIMIT", "FLUSH_EVERY")
 _DURATIONS = (
     "MAX_AGE",
     "BACKOFF_BASE",
@@ -26,6 +27,7 @@ _DURATIONS = (
     "RETRY_AFTER_CAP",
     "LEASE",
     "SMTP_TIMEOUT",
+    "POLL_INTERVAL",
 )
 
 
@@ -95,6 +97,11 @@ def _check_backends(raw: Mapping[str, Any]) -> list[CheckMessage]:
             continue
         if not isinstance(conf.get("OPTIONS", {}), Mapping):
             errors.append(Error(f"{where}['OPTIONS'] must be a dict.", id="mailroom.E002"))
+        if conf.get("RATE_LIMIT") is not None:
+            try:
+                Rate.parse(conf["RATE_LIMIT"])
+            except ValueError as exc:
+                errors.append(Error(f"{where}['RATE_LIMIT']: {exc}", id="mailroom.E009"))
         if "MAILER" in conf:
             if not compat.HAS_MAILERS:
                 errors.append(

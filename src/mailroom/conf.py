@@ -54,6 +54,16 @@ DEFAULTS: Mapping[str, Any] = {
     "ERROR_TEXT_LIMIT": 2000,
     # Render SMTP-bound messages to MIME bytes at enqueue, so sending does no MIME work.
     "PRERENDER": True,
+    # Outcomes written per database write. 1: each before the next message is sent, so a
+    # crashed worker can duplicate at most the message in flight. Larger: faster, in bulk,
+    # and a crash may send up to that many messages twice.
+    "FLUSH_EVERY": 1,
+    # The long-running worker looks for due mail at least this often (seconds). On
+    # PostgreSQL it is also woken at once by a NOTIFY when mail is queued.
+    "POLL_INTERVAL": 1.0,
+    # Put recipients refused for good as unknown (5.1.1, 5.1.2, 5.1.3, 5.1.10; an ESP's
+    # "invalid"/"rejected") on the suppression list, so no later message is sent to them.
+    "AUTO_SUPPRESS": False,
 }
 
 
@@ -71,6 +81,8 @@ class BackendConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
     #: Django 6.1: the name of a ``MAILERS`` alias to deliver through.
     mailer: str | None = None
+    #: ``"RATE_LIMIT"``: e.g. ``"20/s"``, held across every worker (see mailroom.ratelimit).
+    rate_limit: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +105,9 @@ class MailroomSettings:
     classifiers: Sequence[Callable[..., Any] | str]
     error_text_limit: int
     prerender: bool
+    flush_every: int
+    poll_interval: float
+    auto_suppress: bool
 
 
 def _default_backends() -> dict[str, BackendConfig]:
@@ -125,6 +140,7 @@ def _parse_backends(raw: Mapping[str, Any] | None) -> dict[str, BackendConfig]:
             ),
             options=dict(conf.get("OPTIONS", {})),
             mailer=conf.get("MAILER"),
+            rate_limit=conf.get("RATE_LIMIT"),
         )
     return parsed
 
@@ -159,6 +175,9 @@ def get_settings() -> MailroomSettings:
         classifiers=tuple(raw["CLASSIFIERS"]),
         error_text_limit=int(raw["ERROR_TEXT_LIMIT"]),
         prerender=bool(raw["PRERENDER"]),
+        flush_every=int(raw["FLUSH_EVERY"]),
+        poll_interval=_seconds(raw["POLL_INTERVAL"]),
+        auto_suppress=bool(raw["AUTO_SUPPRESS"]),
     )
 
 

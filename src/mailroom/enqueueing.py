@@ -20,11 +20,11 @@ from django.utils import timezone
 from django.utils.encoding import force_str
 from django.utils.functional import Promise
 
-from . import compat, signals
+from . import compat, signals, suppression
 from .conf import get_settings
 from .connections import is_smtp_alias
 from .exceptions import BackendNotConfigured, InvalidMessage, SerializationError
-from .models import Message, Priority
+from .models import Message, Priority, Status
 from .serialization import to_payload
 
 logger = logging.getLogger(__name__)
@@ -83,8 +83,19 @@ def enqueue_many(
             logger.warning("mailroom: message %d not queued: %s", index, exc)
     if not rows:
         return []
+    # One lookup for every recipient of the call. A suppressed recipient leaves the envelope;
+    # a message left with none is stored as failed, so the caller still gets its row.
+    suppression.apply_at_enqueue(rows)
     created = Message.objects.bulk_create(rows)
-    signals.send_queued(created)
+    queued = [row for row in created if row.status == Status.QUEUED]
+    if queued:
+        signals.send_queued(queued)
+    for row in created:
+        if row.status == Status.FAILED:
+            logger.info("mailroom: message %s stored as failed: %s", row.pk, row.reason)
+            signals.send(
+                signals.message_failed, Message, message=row, attempt=None, reason=row.reason
+            )
     return created
 
 

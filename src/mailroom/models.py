@@ -7,6 +7,7 @@ live in :mod:`mailroom.recording`, so that the number of queries per batch stays
 from __future__ import annotations
 
 from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any, ClassVar
 
 from django.db import models
@@ -154,6 +155,10 @@ class Attempt(models.Model):
         return f"attempt on #{self.message_id}: {self.verdict}"
 
 
+def _long_ago() -> datetime:
+    return datetime(2000, 1, 1, tzinfo=dt_timezone.utc)
+
+
 class BackendState(models.Model):
     """The health of one delivery backend, shared by every worker."""
 
@@ -163,6 +168,8 @@ class BackendState(models.Model):
     reason = models.TextField(blank=True)
     #: Consecutive backend faults; drives the backend's own backoff. Reset on success.
     failures = models.PositiveIntegerField(default=0)
+    #: The rate limit's next free send slot (see mailroom.ratelimit); shared by every worker.
+    send_slots_from = models.DateTimeField(default=_long_ago)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
@@ -175,3 +182,27 @@ class BackendState(models.Model):
 def snapshot(message: Message) -> dict[str, Any]:
     """A small dict for log lines and signals."""
     return {"id": message.pk, "message_id": message.message_id, "backend": message.backend}
+
+
+class SuppressionSource(models.TextChoices):
+    AUTO = "auto", _("automatic")
+    MANUAL = "manual", _("by hand")
+
+
+class Suppression(models.Model):
+    """A recipient mailroom will not send to: dropped from new messages at enqueue and from
+    queued ones at delivery (see :mod:`mailroom.suppression`)."""
+
+    #: The lower-cased addr-spec (``user@example.com``, IDN domains in their ASCII form).
+    address = models.CharField(max_length=320, unique=True)
+    reason = models.TextField(blank=True)
+    source = models.CharField(
+        max_length=16, choices=SuppressionSource.choices, default=SuppressionSource.MANUAL
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["address"]
+
+    def __str__(self) -> str:
+        return self.address

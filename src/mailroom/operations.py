@@ -3,15 +3,17 @@ the admin), so that each action is written once."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Min
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from . import signals
 from .models import BackendState, Message, Status
+from .retention import failed_since
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +24,9 @@ class QueueStatus:
     #: Queued messages waiting for a retry or a later send_at.
     waiting: int
     paused: list[dict[str, Any]]
+    #: Messages that failed in the last hour: status failed, and the last attempt (or, for a
+    #: message never attempted, its enqueue) within the hour.
+    failed_last_hour: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -29,6 +34,7 @@ class QueueStatus:
             "waiting": self.waiting,
             "oldest_due_age_seconds": round(self.oldest_due_age, 3),
             "paused_backends": self.paused,
+            "failed_last_hour": self.failed_last_hour,
         }
 
 
@@ -37,10 +43,17 @@ def queue_status(now: datetime | None = None) -> QueueStatus:
     counts = {status.value: 0 for status in Status}
     for row in Message.objects.values("status").annotate(n=Count("id")).order_by():
         counts[row["status"]] = row["n"]
-    oldest = Message.objects.filter(status=Status.QUEUED, due_at__lte=now).aggregate(
-        oldest=Min("due_at")
-    )["oldest"]
-    waiting = Message.objects.waiting(now).count()
+    # One pass for the figures a monitor polls: the oldest due message, the waiting ones, and
+    # the failures of the last hour.
+    queued = Q(status=Status.QUEUED)
+    figures = Message.objects.filter(status__in=[Status.QUEUED, Status.FAILED]).aggregate(
+        oldest=Min("due_at", filter=queued & Q(due_at__lte=now)),
+        waiting=Count("id", filter=queued & Q(due_at__gt=now)),
+        failed_last_hour=Count(
+            "id", filter=Q(status=Status.FAILED) & failed_since(now - timedelta(hours=1))
+        ),
+    )
+    oldest, waiting = figures["oldest"], figures["waiting"]
     paused = [
         {
             "backend": s.alias,
@@ -56,6 +69,7 @@ def queue_status(now: datetime | None = None) -> QueueStatus:
         oldest_due_age=(now - oldest).total_seconds() if oldest else 0.0,
         waiting=waiting,
         paused=paused,
+        failed_last_hour=figures["failed_last_hour"],
     )
 
 
@@ -97,3 +111,17 @@ def resume_backends(aliases: list[str] | None = None) -> list[str]:
     for alias in resumed:
         signals.send(signals.backend_resumed, BackendState, alias=alias)
     return resumed
+
+
+def cancel(*, ids: Iterable[int]) -> int:
+    """Cancel queued messages so that they are never sent. Returns how many were cancelled.
+
+    Only ``queued`` messages change: one that is ``sending`` is in a worker's hands and may
+    already be on the wire, so cancelling it could not stop it; ``sent``, ``failed`` and
+    ``cancelled`` are final. The status test is part of the UPDATE itself, so a worker that
+    claims a message at the same moment either wins (the message stays ``sending``) or finds it
+    cancelled: never both.
+    """
+    return Message.objects.filter(pk__in=list(ids), status=Status.QUEUED).update(
+        status=Status.CANCELLED, reason="cancelled by an operator"
+    )

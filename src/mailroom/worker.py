@@ -1,9 +1,10 @@
-"""The delivery loop: claim -> deliver -> classify -> decide -> record -> signal.
+"""The delivery engine: claim -> deliver -> classify -> decide -> record -> signal.
 
 :class:`Engine` only orchestrates; every judgement is made by the pure modules
-(``classification``, ``retry``) and every write by ``recording``. A message's fate can never
-stop the loop: any exception becomes that message's outcome, and a backend fault stops only
-that backend's share of the batch.
+(``classification``, ``retry``) and every write by ``recording`` through a :class:`Batch`. A
+message's fate can never stop the loop: any exception becomes that message's outcome, and a
+backend fault stops only that backend's share of the batch. The long-running process around
+it is ``mailroom.runner``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from collections import Counter
@@ -21,17 +23,19 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import cast
 
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from .batch import Batch
 from .claiming import claim, reclaim_expired, release
 from .classification import Rule, classify
 from .conf import get_settings
 from .delivery import DeliverySession
-from .models import BackendState, Message
+from .models import BackendState, Message, Status
 from .outcomes import Classification, DeliveryResult, Verdict
-from .recording import Outcome, fail_unattempted, mark_backends_healthy, pause_backend, record
+from .ratelimit import Rate, reserve
+from .recording import Outcome, fail_unattempted, mark_backends_healthy, pause_backend
 from .retry import Action, RetryPolicy, decide
 
 logger = logging.getLogger(__name__)
@@ -87,6 +91,11 @@ class Engine:
         self.settings = get_settings()
         self.policy = RetryPolicy.from_settings(self.settings)
         self.rules = load_rules(self.settings.classifiers)
+        self.rates = {
+            alias: Rate.parse(conf.rate_limit)
+            for alias, conf in self.settings.backends.items()
+            if conf.rate_limit
+        }
         self.worker_id = worker_id or make_worker_id()
         self.batch_size = batch_size or self.settings.batch_size
         self.clock = clock
@@ -108,8 +117,18 @@ class Engine:
                 self.on_batch(stats)
         return stats
 
-    def run_batch(self, stats: RunStats, *, due_before: datetime | None = None) -> int:
-        """Claim and deliver one batch; return how many messages were claimed."""
+    def run_batch(
+        self,
+        stats: RunStats,
+        *,
+        due_before: datetime | None = None,
+        stop: threading.Event | None = None,
+    ) -> int:
+        """Claim and deliver one batch; return how many messages were claimed.
+
+        When ``stop`` is set, the message in flight is finished and recorded, and what was
+        claimed but not started goes back to the queue untouched.
+        """
         now = self.clock()
         states = list(BackendState.objects.filter(Q(paused_until__gt=now) | Q(failures__gt=0)))
         paused = {s.alias for s in states if s.is_paused(now)}
@@ -126,82 +145,120 @@ class Engine:
             return 0
         stats.batches += 1
         stats.claimed += len(rows)
-
-        outcomes: list[Outcome] = []
-        healthy: list[str] = []
-        for alias, group in _by_backend(rows).items():
-            if self._deliver_group(alias, group, token, outcomes, stats):
-                healthy.append(alias)
-        record(
-            outcomes,
+        batch = Batch(
             token=token,
             worker=self.worker_id,
-            now=self.clock(),
+            claimed_at=now,
+            lease=self.settings.lease,
+            flush_every=self.settings.flush_every,
             text_limit=self.settings.error_text_limit,
+            clock=self.clock,
         )
+        healthy: list[str] = []
+        groups = list(_by_backend(rows).items())
+        for position, (alias, group) in enumerate(groups):
+            if stop is not None and stop.is_set():
+                release([m.pk for _, g in groups[position:] for m in g], token=token)
+                break
+            if self._deliver_group(alias, group, batch, stats, stop):
+                healthy.append(alias)
+        batch.flush()
         mark_backends_healthy([a for a in healthy if a in {s.alias for s in states}])
-        for outcome in outcomes:
+        for outcome in batch.written:
             stats.verdicts[outcome.classification.verdict.value] += 1
             stats.actions[outcome.decision.action.value] += 1
         return len(rows)
+
+    def next_wakeup(self, now: datetime, ceiling: float) -> float:
+        """Seconds until something may become sendable: a due time or a pause's end.
+
+        Lets an idle worker sleep exactly as long as it can, never spinning while the queue
+        is empty or its only due mail belongs to a paused backend.
+        """
+        paused = dict(
+            BackendState.objects.filter(paused_until__gt=now).values_list("alias", "paused_until")
+        )
+        due = (
+            Message.objects.filter(status=Status.QUEUED)
+            .exclude(backend__in=list(paused))
+            .aggregate(first=Min("due_at"))["first"]
+        )
+        moments = [m for m in (due, *paused.values()) if m is not None]
+        if not moments:
+            return ceiling
+        return float(max(0.05, min(ceiling, (min(moments) - now).total_seconds())))
 
     def _deliver_group(
         self,
         alias: str,
         group: list[Message],
-        token: str,
-        outcomes: list[Outcome],
+        batch: Batch,
         stats: RunStats,
+        stop: threading.Event | None,
     ) -> bool:
         """Deliver one backend's share of the batch. Returns True if the backend was healthy."""
         session = DeliverySession(alias)
+        slots: list[datetime] = []
         try:
             opened_at, t0 = self.clock(), time.perf_counter()
             try:
                 session.open()
             except Exception as exc:
                 result = DeliveryResult(recipients=tuple(group[0].pending), error=exc)
-                self._backend_fault(
-                    alias,
-                    group,
-                    0,
-                    result,
-                    opened_at,
-                    time.perf_counter() - t0,
-                    token,
-                    outcomes,
-                    stats,
-                    on_open=True,
-                )
+                duration = time.perf_counter() - t0
+                self._backend_fault(alias, group, 0, result, opened_at, duration, batch, stats)
                 return False
             for index, message in enumerate(group):
-                now = self.clock()
-                if message.expires_at is not None and message.expires_at <= now:
-                    fail_unattempted(message, token=token, reason="expired before it could be sent")
+                if stop is not None and stop.is_set():
+                    release([m.pk for m in group[index:]], token=batch.token)
+                    return True
+                batch.keep_lease()
+                if message.expires_at is not None and message.expires_at <= self.clock():
+                    fail_unattempted(
+                        message, token=batch.token, reason="expired before it could be sent"
+                    )
                     stats.actions[Action.FAIL.value] += 1
                     continue
+                if alias in self.rates:
+                    if not slots:
+                        slots = self._reserve(alias, len(group) - index)
+                    if not self._wait_for(slots.pop(0), batch, stop):
+                        release([m.pk for m in group[index:]], token=batch.token)
+                        return True
+                now = self.clock()
                 t0 = time.perf_counter()
                 result = session.deliver(message)
                 duration = time.perf_counter() - t0
                 classification = classify(result, rules=self.rules)
                 if classification.verdict.is_backend_fault:
                     self._backend_fault(
-                        alias,
-                        group,
-                        index,
-                        result,
-                        now,
-                        duration,
-                        token,
-                        outcomes,
-                        stats,
-                        classification=classification,
+                        alias, group, index, result, now, duration, batch, stats, classification
                     )
                     return False
-                outcomes.append(self._outcome(message, result, classification, now, duration))
+                batch.add(self._outcome(message, result, classification, now, duration))
             return True
         finally:
             session.close()
+
+    def _reserve(self, alias: str, wanted: int) -> list[datetime]:
+        rate = self.rates[alias]
+        # Reserve about one second's worth at a time: few round trips, little waste if the
+        # worker stops with slots in hand.
+        count = max(1, min(wanted, int(rate.per_second)))
+        return reserve(alias, rate, count, self.clock())
+
+    def _wait_for(self, slot: datetime, batch: Batch, stop: threading.Event | None) -> bool:
+        """Sleep until ``slot``; False if asked to stop meanwhile."""
+        while True:
+            delay = (slot - self.clock()).total_seconds()
+            if delay <= 0:
+                return True
+            batch.keep_lease()
+            if stop is not None:
+                if stop.wait(min(delay, 1.0)):
+                    return False
+            else:
+                time.sleep(min(delay, 1.0))
 
     def _outcome(
         self,
@@ -238,21 +295,19 @@ class Engine:
         result: DeliveryResult,
         started_at: datetime,
         duration: float,
-        token: str,
-        outcomes: list[Outcome],
+        batch: Batch,
         stats: RunStats,
-        *,
         classification: Classification | None = None,
-        on_open: bool = False,
     ) -> None:
         """Stop this backend's batch: the message at ``index`` gets an uncharged attempt, the
         rest go back untouched, and the backend is paused for every worker."""
         c = classification or classify(result, rules=self.rules)
-        if on_open and not c.verdict.is_backend_fault:
+        if not c.verdict.is_backend_fault:
             # Whatever stops a backend from opening is the backend's fault, not a message's.
             c = replace(c, verdict=Verdict.BACKEND_DOWN, reason=f"cannot connect: {c.reason}")
-        outcomes.append(self._outcome(group[index], result, c, started_at, duration))
-        release([m.pk for m in group[index + 1 :]], token=token)
+        batch.add(self._outcome(group[index], result, c, started_at, duration))
+        batch.flush()
+        release([m.pk for m in group[index + 1 :]], token=batch.token)
         pause_backend(alias, c, now=self.clock(), policy=self.policy, rng=self.rng)
         stats.paused.add(alias)
 

@@ -7,4 +7,16 @@ The management command itself only parses arguments and dispatches here.
 
 from __future__ import annotations
 
-SUBCOMMANDS = ("send", "status", "retry", "resume")
+SUBCOMMANDS = (
+    "send",
+    "worker",
+    "status",
+    "retry",
+    "resume",
+    "suppress",
+    "unsuppress",
+    "purge",
+    "import",
+)
+#: Subcommands whose module cannot take their name (``import`` is a Python keyword).
+MODULES = {"import": "import_messages"}

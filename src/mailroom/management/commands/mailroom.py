@@ -14,11 +14,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from mailroom.cli import SUBCOMMANDS
+from mailroom.cli import MODULES, SUBCOMMANDS
 
 
 def _module(name: str) -> ModuleType:
-    return importlib.import_module(f"mailroom.cli.{name}")
+    return importlib.import_module(f"mailroom.cli.{MODULES.get(name, name)}")
 
 
 class Command(BaseCommand):

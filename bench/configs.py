@@ -1,0 +1,178 @@
+"""The configurations measured, by key. A key is what ``--only`` accepts.
+
+Send configurations run against the same sink with the same messages; the queue-based ones
+have their queue filled first by a ``prepare`` task in a process of its own (not timed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+RAW = "raw1"
+
+
+def _worker_command() -> str | None:
+    """None if ``manage.py mailroom worker`` exists in this checkout, else why not."""
+    if importlib.util.find_spec("mailroom.cli.worker") is None:
+        return "not available yet (no mailroom.cli.worker: `mailroom worker` is being written)"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendConfig:
+    key: str
+    name: str
+    app: str
+    send: str
+    prepare: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    #: None when the configuration can run here, else the reason it cannot.
+    unavailable: Callable[[], str | None] = lambda: None
+    #: The target, as a minimum ratio to raw smtplib over one connection.
+    target: float | None = None
+
+
+SEND = (
+    SendConfig(
+        key=RAW,
+        name="raw smtplib, 1 connection",
+        app="mailroom",
+        send="send.raw_smtplib",
+        params={"connections": 1},
+    ),
+    SendConfig(
+        key="raw2",
+        name="raw smtplib, 2 connections (2 processes)",
+        app="mailroom",
+        send="send.raw_smtplib",
+        params={"connections": 2},
+    ),
+    SendConfig(
+        key="django-smtp",
+        name="Django SMTP backend, 1 connection, no queue",
+        app="mailroom",
+        send="send.django_smtp",
+    ),
+    SendConfig(
+        key="mailroom-send",
+        name="mailroom send (1 process)",
+        app="mailroom",
+        prepare="send.prepare_mailroom",
+        send="send.mailroom_send",
+        target=0.95,
+    ),
+    SendConfig(
+        key="mailroom-worker",
+        name="mailroom worker --concurrency 2 --burst",
+        app="mailroom",
+        prepare="send.prepare_mailroom",
+        send="send.mailroom_worker",
+        params={"concurrency": 2},
+        unavailable=_worker_command,
+        target=1.4,
+    ),
+    SendConfig(
+        key="mailer",
+        name="django-mailer send_mail (send_all)",
+        app="mailer",
+        prepare="send.prepare_mailer",
+        send="send.mailer_send",
+    ),
+    SendConfig(
+        key="post-office",
+        name="django-post_office, default (1 process x 5 threads)",
+        app="post_office",
+        prepare="send.prepare_post_office",
+        send="send.post_office_send",
+        env={"BENCH_PO_THREADS": "5"},
+    ),
+    SendConfig(
+        key="post-office-1t",
+        name="django-post_office, 1 process x 1 thread",
+        app="post_office",
+        prepare="send.prepare_post_office",
+        send="send.post_office_send",
+        env={"BENCH_PO_THREADS": "1"},
+    ),
+)
+
+#: Big messages: mailroom send beside raw smtplib, for each of these shapes.
+BIG = tuple(c for c in SEND if c.key in {RAW, "mailroom-send"})
+BIG_SHAPES = ("attachment", "recipients50")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnqueueConfig:
+    key: str
+    name: str
+    app: str
+    task: str
+    params: dict[str, Any]
+    #: A peer's one-per-transaction API: the best of these is the yardstick.
+    peer: bool = False
+    #: The target, as a minimum ratio to the best peer's one-per-transaction rate.
+    target: float | None = None
+
+
+ENQUEUE = (
+    EnqueueConfig(
+        key="enqueue-mailroom",
+        name="mailroom enqueue(), 1 per transaction",
+        app="mailroom",
+        task="enqueue.one_per_transaction",
+        params={},
+        target=1.0,
+    ),
+    EnqueueConfig(
+        key="enqueue-mailer",
+        name="django-mailer send_mail(), 1 per transaction",
+        app="mailer",
+        task="enqueue.one_per_transaction",
+        params={},
+        peer=True,
+    ),
+    EnqueueConfig(
+        key="enqueue-post-office",
+        name="django-post_office mail.send(), 1 per transaction",
+        app="post_office",
+        task="enqueue.one_per_transaction",
+        params={},
+        peer=True,
+    ),
+    EnqueueConfig(
+        key="bulk-mailroom",
+        name="mailroom enqueue_many(), bulk",
+        app="mailroom",
+        task="enqueue.bulk",
+        params={"api": "enqueue_many"},
+        target=10.0,
+    ),
+    EnqueueConfig(
+        key="bulk-mailroom-mass",
+        name="mailroom via send_mass_mail(), bulk",
+        app="mailroom",
+        task="enqueue.bulk",
+        params={"api": "send_mass_mail"},
+        target=10.0,
+    ),
+    EnqueueConfig(
+        key="bulk-mailer",
+        name="django-mailer via send_mass_mail(), bulk",
+        app="mailer",
+        task="enqueue.bulk",
+        params={"api": "send_mass_mail"},
+    ),
+    EnqueueConfig(
+        key="bulk-post-office",
+        name="django-post_office send_many(), bulk",
+        app="post_office",
+        task="enqueue.bulk",
+        params={"api": "send_many"},
+    ),
+)
+
+SUITES = ("send", "big", "enqueue", "pickup", "queries")

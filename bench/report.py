@@ -1,0 +1,292 @@
+"""The results as Markdown tables (targets with met/missed) and as raw JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.configs import BIG_SHAPES, ENQUEUE, SEND
+
+DB_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+SHAPE_NAMES = {
+    "plain": "plain, 1 KiB, 1 recipient",
+    "attachment": "1 MiB binary attachment",
+    "recipients50": "50 recipients",
+}
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _ratio(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:.2f}"
+
+
+def _met(ok: bool | None) -> str:
+    return {True: "met", False: "**missed**", None: "—"}[ok]
+
+
+def _row(cells: Sequence[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
+
+
+def _all(values: Sequence[bool | None]) -> bool | None:
+    known = [v for v in values if v is not None]
+    return all(known) if known else None
+
+
+# -- the targets ---------------------------------------------------------------------------------
+
+
+def targets(results: dict[str, Any], dbs: Sequence[str]) -> list[dict[str, Any]]:
+    """Each target of issue #4 with the value measured on each database and whether it holds."""
+    out = []
+
+    def add(what: str, target: str, values: dict[str, tuple[str, bool | None]]) -> None:
+        out.append({"what": what, "target": target, "values": values})
+
+    for key, what, goal in (
+        ("mailroom-send", "Send, one process (× raw smtplib, 1 connection)", 0.95),
+        ("mailroom-worker", "Send, more than one connection (× raw)", 1.4),
+    ):
+        values = {}
+        for db in dbs:
+            row = results.get("send", {}).get(db, {}).get("summary", {}).get(key)
+            if row is None:
+                continue
+            if "unavailable" in row:
+                values[db] = ("not available yet", None)
+            else:
+                values[db] = (_ratio(row["ratio"]), row["ratio"] >= goal)
+        add(what, f"≥ {goal}", values)
+
+    for key, what, goal in (
+        ("enqueue-mailroom", "Enqueue, 1 per transaction (× best peer)", 1.0),
+        ("bulk-mailroom", "Enqueue, bulk enqueue_many (× best peer's 1 per transaction)", 10.0),
+    ):
+        values = {}
+        for db in dbs:
+            row = results.get("enqueue", {}).get(db, {}).get("summary", {}).get(key)
+            if row is not None:
+                values[db] = (_ratio(row["ratio"]), row["ratio"] >= goal)
+        add(what, f"≥ {goal:g}", values)
+
+    claim_values, memory_values = {}, {}
+    for db in dbs:
+        depths = results.get("pickup", {}).get(db, {}).get("mailroom", {})
+        measured = {int(d): v for d, v in depths.items() if "claim_seconds" in v}
+        if len(measured) < 2:
+            continue
+        low, high = min(measured), max(measured)
+        ratio = measured[high]["claim_seconds"] / measured[low]["claim_seconds"]
+        label = f"{_ratio(ratio)} ({high:,} / {low:,})"
+        claim_values[db] = (label, ratio <= 1.2 if (low, high) == (1000, 1_000_000) else None)
+        rss = [v["rss_mb"] for v in measured.values()]
+        spread = max(rss) - min(rss)
+        memory_values[db] = (f"{spread:.1f} MB", spread <= 10)
+    add("Pick-up of a batch at 1,000,000 queued (× at 1,000)", "≤ 1.2", claim_values)
+    add("Worker peak memory across queue depths (max − min)", "≤ 10 MB", memory_values)
+
+    query_values = {}
+    for db in dbs:
+        q = results.get("queries", {}).get(db)
+        if q is None:
+            continue
+        counts, inserts = q["queries"], q["attempt_inserts"]
+        others = {counts[s] - inserts[s] for s in counts}
+        label = " / ".join(str(counts[s]) for s in counts)
+        query_values[db] = (label, len(others) == 1)
+    add("Queries per batch (batch of " + " / ".join(_query_sizes(results)) + ")",
+        "constant", query_values)
+    for target in out:
+        target["met"] = _all([ok for _, ok in target["values"].values()])
+    return out
+
+
+def _query_sizes(results: dict[str, Any]) -> list[str]:
+    for q in results.get("queries", {}).values():
+        return list(q["queries"])
+    return []
+
+
+# -- the tables ----------------------------------------------------------------------------------
+
+
+def _send_table(suites: dict[str, Any], dbs: Sequence[str], keys: Sequence[str]) -> list[str]:
+    header = ["configuration"]
+    for db in dbs:
+        header += [f"{DB_NAMES[db]} msg/s", f"{DB_NAMES[db]} × raw"]
+    header += ["peak RSS MB (" + " / ".join(DB_NAMES[d] for d in dbs) + ")", "target", "met"]
+    rows = []
+    for key in keys:
+        rowset = [suites.get(db, {}).get("summary", {}).get(key) for db in dbs]
+        present = [r for r in rowset if r is not None]
+        if not present:
+            continue
+        row: list[object] = [present[0]["name"]]
+        oks: list[bool | None] = []
+        target = present[0].get("target")
+        for r in rowset:
+            if r is None:
+                row += ["", ""]
+            elif "unavailable" in r:
+                row += [r["unavailable"], ""]
+                oks.append(None)
+            else:
+                row += [_rate(r["rate"]), _ratio(r["ratio"])]
+                oks.append(r["ratio"] >= target if target is not None else None)
+        rss = [f"{r['rss_mb']:.0f}" for r in rowset if r is not None and "rss_mb" in r]
+        row += [" / ".join(rss) or "—", f"≥ {target}" if target else "", _met(_all(oks))]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _enqueue_table(suites: dict[str, Any], dbs: Sequence[str]) -> list[str]:
+    header = ["API"]
+    for db in dbs:
+        header += [f"{DB_NAMES[db]} msg/s", f"{DB_NAMES[db]} × best peer"]
+    header += ["target", "met"]
+    rows = []
+    for config in ENQUEUE:
+        rowset = [suites.get(db, {}).get("summary", {}).get(config.key) for db in dbs]
+        if not any(rowset):
+            continue
+        row: list[object] = [config.name]
+        oks: list[bool | None] = []
+        for r in rowset:
+            if r is None:
+                row += ["", ""]
+                continue
+            row += [_rate(r["rate"]), _ratio(r["ratio"])]
+            oks.append(r["ratio"] >= config.target if config.target is not None else None)
+        row += [f"≥ {config.target:g}" if config.target else "", _met(_all(oks))]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _pickup_tables(pickup: dict[str, Any], dbs: Sequence[str]) -> list[str]:
+    lines = ["mailroom: `claiming.claim()` of one batch of 100 (median of 7, then released), and "
+             "the peak RSS of a fresh worker process that claims one batch and sends it to the "
+             "sink.", ""]
+    depths = sorted({int(d) for db in dbs for d in pickup.get(db, {}).get("mailroom", {})})
+    header = ["queue depth"]
+    for db in dbs:
+        header += [f"{DB_NAMES[db]} claim ms", f"{DB_NAMES[db]} worker peak RSS MB"]
+    rows = []
+    for depth in depths:
+        row: list[object] = [f"{depth:,}"]
+        for db in dbs:
+            v = pickup.get(db, {}).get("mailroom", {}).get(str(depth), {})
+            row += ([f"{v['claim_seconds'] * 1000:.2f}", f"{v['rss_mb']:.1f}"]
+                    if "claim_seconds" in v else ["", ""])
+        rows.append(row)
+    lines += _table(header, rows)
+    peers = [a for a in ("mailer", "post_office") if any(a in pickup.get(db, {}) for db in dbs)]
+    if peers:
+        lines += ["Peers: the first batch as their sender picks it (django-mailer iterates "
+                  "`prioritize()`, which loads the whole queue; post_office `get_queued()`), "
+                  "median of 3, and that process's peak RSS. Measured up to 100,000 queued.", ""]
+        header = ["queue depth"]
+        for app in peers:
+            for db in dbs:
+                header.append(f"{app} {DB_NAMES[db]} ms / MB")
+        rows = []
+        for depth in depths:
+            row = [f"{depth:,}"]
+            for app in peers:
+                for db in dbs:
+                    v = pickup.get(db, {}).get(app, {}).get(str(depth), {})
+                    if "pickup_seconds" in v:
+                        row.append(f"{v['pickup_seconds'] * 1000:.1f} / {v['rss_mb']:.0f}")
+                    else:
+                        row.append("skipped" if "skipped" in v else "")
+            rows.append(row)
+        lines += _table(header, rows)
+    return lines
+
+
+def _queries_table(queries: dict[str, Any], dbs: Sequence[str]) -> list[str]:
+    sizes = next((list(q["queries"]) for q in queries.values()), [])
+    header = ["batch size", *(f"{DB_NAMES[db]} queries (attempt INSERTs)" for db in dbs)]
+    rows = []
+    for size in sizes:
+        row: list[object] = [size]
+        for db in dbs:
+            q = queries.get(db)
+            row.append(f"{q['queries'][size]} ({q['attempt_inserts'][size]})" if q else "")
+        rows.append(row)
+    return [*_table(header, rows),
+            "SQLite: Django splits a bulk INSERT above 999 parameters, so a big batch's attempts "
+            "take several INSERTs; every other statement is the same whatever the batch size. "
+            "Proven by `tests/integration/test_queries_per_batch.py`.", ""]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    env, opts = results["environment"], results["options"]
+    dbs = [db for db in opts["dbs"]]
+    packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
+    lines = [
+        "# mailroom benchmark results",
+        "",
+        f"- Command: `{results['command']}`",
+        f"- Date: {env['date']}; took {results['seconds'] / 60:.1f} min",
+        f"- Machine: {env['cpus']} CPUs ({env['cpu']}), {env['memory_gib']} GiB memory; "
+        f"{env['os']}",
+        f"- Python {env['python']}; SQLite {env['sqlite']}; PostgreSQL {env['postgresql']}",
+        f"- Packages: {packages}",
+        f"- mailroom at commit {env['commit']}",
+        f"- {opts['messages']:,} messages per send and enqueue run, {opts['big_messages']} per "
+        f"big-message run; {opts['rounds']} round(s), configurations alternated, order rotated "
+        "each round; medians over rounds; ratios are medians of per-round ratios. "
+        "Absolute rates drift ±25 % between runs on shared machines: compare ratios.",
+        "",
+        "## Targets (issue #4)",
+        "",
+    ]
+    rows = []
+    for t in results["targets"]:
+        row = [t["what"], t["target"]]
+        row += [t["values"].get(db, ("not measured", None))[0] for db in dbs]
+        rows.append([*row, _met(t["met"])])
+    lines += _table(["measure", "target", *(DB_NAMES[d] for d in dbs), "met"], rows)
+    if results.get("send"):
+        lines += [f"## Send throughput ({SHAPE_NAMES['plain']}, "
+                  f"{opts['messages']:,} messages)", "",
+                  "× raw: the median of per-round ratios to raw smtplib over one connection "
+                  "(pre-rendered bytes) in the same round.", ""]
+        lines += _send_table(results["send"], dbs, [c.key for c in SEND])
+    if results.get("big"):
+        lines += [f"## Big messages ({opts['big_messages']} messages each)", ""]
+        for shape in BIG_SHAPES:
+            suites = {db: results["big"][db][shape] for db in dbs if db in results["big"]}
+            lines += [f"### {SHAPE_NAMES[shape]}", ""]
+            lines += _send_table(suites, dbs, ["raw1", "mailroom-send"])
+    if results.get("enqueue"):
+        lines += [f"## Enqueue ({opts['messages']:,} messages)", "",
+                  "× best peer: the median of per-round ratios to the faster of django-mailer "
+                  "and django-post_office, one message per call and transaction, same round.",
+                  ""]
+        lines += _enqueue_table(results["enqueue"], dbs)
+    if results.get("pickup"):
+        lines += ["## Cost of picking one batch of 100 as the queue grows", ""]
+        lines += _pickup_tables(results["pickup"], dbs)
+    if results.get("queries"):
+        lines += ["## Database queries per batch (one happy-path `Engine.run_batch`)", ""]
+        lines += _queries_table(results["queries"], dbs)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write(results: dict[str, Any], directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
+    path = directory / "latest.md"
+    path.write_text(markdown(results))
+    return path

@@ -1,0 +1,156 @@
+"""Run mailroom's benchmarks beside raw smtplib and the peers, and write the report.
+
+    bench/run.sh                      # the full run (about 20 minutes on 2 CPUs)
+    bench/run.sh --quick              # a smoke run (about 2 minutes)
+    bench/run.sh --db sqlite --only send,enqueue --messages 2000
+
+The method is ../shared/reference/performance.md's; bench/README.md explains it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import databases, environment, report, suites
+from bench.child import run_child
+from bench.configs import BIG, BIG_SHAPES, ENQUEUE, RAW, SEND, SUITES, EnqueueConfig, SendConfig
+from bench.suites import log
+
+RESULTS = Path(__file__).resolve().parent / "results"
+APPS = ("mailroom", "mailer", "post_office")
+FULL_DEPTHS = (1_000, 100_000, 1_000_000)
+QUICK_DEPTHS = (1_000, 10_000)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/run.sh", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 500 messages, 1 round, depths 1,000 and 10,000")
+    parser.add_argument("--messages", type=int, help="per send/enqueue run (default 5000)")
+    parser.add_argument("--big-messages", type=int, help="per big-message run (default 200)")
+    parser.add_argument("--rounds", type=int, help="rounds of alternation (default 3)")
+    parser.add_argument("--db", default="sqlite,postgres", help="sqlite,postgres (default both)")
+    parser.add_argument("--depths", help="queue depths for pick-up (default 1000,100000,1000000)")
+    parser.add_argument(
+        "--only",
+        help="comma-separated suites (" + ", ".join(SUITES) + ") and/or configuration keys ("
+        + ", ".join(c.key for c in (*SEND, *ENQUEUE)) + ")",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS,
+                        help="where latest.md and latest.json go (default bench/results)")
+    args = parser.parse_args(argv)
+    args.messages = args.messages or (500 if args.quick else 5000)
+    args.big_messages = args.big_messages or (50 if args.quick else 200)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.dbs = [db.strip() for db in args.db.split(",") if db.strip()]
+    for db in args.dbs:
+        if db not in databases.DB_KINDS:
+            parser.error(f"unknown database {db!r}: use sqlite and/or postgres")
+    if args.depths:
+        args.depth_list = [int(d.replace("_", "")) for d in args.depths.split(",")]
+    else:
+        args.depth_list = list(QUICK_DEPTHS if args.quick else FULL_DEPTHS)
+    args.only_set = {o.strip() for o in (args.only or "").split(",") if o.strip()}
+    known = {*SUITES, *(c.key for c in (*SEND, *ENQUEUE))}
+    if args.only_set - known:
+        parser.error(f"unknown --only names: {', '.join(sorted(args.only_set - known))}")
+    return args
+
+
+def selected_send(only: set[str], configs: tuple[SendConfig, ...], suite: str) -> list[SendConfig]:
+    """The configurations of a suite that ``--only`` asks for (raw smtplib always: baseline)."""
+    if not only or suite in only:
+        return list(configs)
+    chosen = [c for c in configs if c.key in only]
+    if not chosen:
+        return []
+    return [c for c in configs if c.key == RAW or c in chosen]
+
+
+def selected_enqueue(only: set[str]) -> list[EnqueueConfig]:
+    if not only or "enqueue" in only:
+        return list(ENQUEUE)
+    chosen = [c for c in ENQUEUE if c.key in only]
+    # A ratio to the best peer needs the peers.
+    return [c for c in ENQUEUE if c in chosen or c.peer] if chosen else []
+
+
+def wanted(only: set[str], suite: str) -> bool:
+    return not only or suite in only
+
+
+def prepare_databases(dbs: list[str]) -> None:
+    for db in dbs:
+        if db == "postgres" and databases.postgres_version() == "unavailable":
+            raise SystemExit(
+                "PostgreSQL is not reachable as postgres@127.0.0.1:5432: start it, or run with "
+                "--db sqlite"
+            )
+        for app in APPS:
+            databases.recreate(app, db)
+            run_child("common.migrate", app=app, db=db)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    command = os.environ.get("BENCH_COMMAND") or shlex.join(
+        ["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]
+    )
+    results: dict[str, Any] = {
+        "command": command,
+        "options": {
+            "messages": args.messages,
+            "big_messages": args.big_messages,
+            "rounds": args.rounds,
+            "dbs": args.dbs,
+            "depths": args.depth_list,
+            "only": sorted(args.only_set),
+        },
+        "environment": environment.describe("postgres" in args.dbs),
+    }
+    log(f"mailroom benchmarks: {command}")
+    prepare_databases(args.dbs)
+    send_configs = selected_send(args.only_set, SEND, "send")
+    big_configs = selected_send(args.only_set, BIG, "big")
+    enqueue_configs = selected_enqueue(args.only_set)
+    for db in args.dbs:
+        if send_configs:
+            log(f"send throughput, {db}, {args.messages} messages")
+            results.setdefault("send", {})[db] = suites.send_suite(
+                send_configs, db, args.messages, args.rounds, "plain"
+            )
+        if big_configs:
+            for shape in BIG_SHAPES:
+                log(f"big messages ({shape}), {db}, {args.big_messages} messages")
+                results.setdefault("big", {}).setdefault(db, {})[shape] = suites.send_suite(
+                    big_configs, db, args.big_messages, args.rounds, shape
+                )
+        if enqueue_configs:
+            log(f"enqueue, {db}, {args.messages} messages")
+            results.setdefault("enqueue", {})[db] = suites.enqueue_suite(
+                enqueue_configs, db, args.messages, args.rounds
+            )
+        if wanted(args.only_set, "queries"):
+            log(f"queries per batch, {db}")
+            results.setdefault("queries", {})[db] = suites.queries_suite(db)
+        if wanted(args.only_set, "pickup"):
+            log(f"pick-up cost at depths {args.depth_list}, {db}")
+            results.setdefault("pickup", {})[db] = suites.pickup_suite(db, args.depth_list, APPS)
+    results["seconds"] = time.perf_counter() - started
+    results["targets"] = report.targets(results, args.dbs)
+    path = report.write(results, args.output)
+    sys.stdout.write(path.read_text())
+    log(f"written: {path} and {path.with_suffix('.json')} ({results['seconds'] / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()

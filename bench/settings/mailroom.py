@@ -1,0 +1,21 @@
+"""mailroom, delivering to the sink through Django's SMTP backend."""
+
+from __future__ import annotations
+
+import os
+
+from bench.settings.base import *  # noqa: F403
+from bench.settings.base import SMTP_PORT, databases
+
+INSTALLED_APPS = ["mailroom"]
+DATABASES = databases("mailroom")
+EMAIL_BACKEND = "mailroom.backend.EmailBackend"
+MAILROOM = {
+    "BACKENDS": {
+        "default": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {"host": "127.0.0.1", "port": SMTP_PORT, "timeout": 30},
+        }
+    },
+    "BATCH_SIZE": int(os.environ.get("BENCH_BATCH_SIZE", "100")),
+}

@@ -1,0 +1,204 @@
+"""The measurements, parent side: every figure comes from a fresh child process.
+
+Rounds alternate the configurations back to back, the order rotated each round, so slow drift
+of a shared machine hits every configuration alike; a ratio is taken within a round (to raw
+smtplib over one connection, or to the best peer) and its median over rounds reported.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from bench import databases
+from bench.child import run_child
+from bench.configs import RAW, EnqueueConfig, SendConfig
+from bench.sink import Sink, check_count
+
+C = TypeVar("C", SendConfig, EnqueueConfig)
+
+PICKUP_REPEATS = 7
+PEER_PICKUP_REPEATS = 3
+#: The peers load their whole queue to pick a batch: measured up to this depth only.
+PEER_MAX_DEPTH = 100_000
+QUERY_BATCH_SIZES = (10, 100, 500)
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def rotated(items: Sequence[C], round_no: int) -> list[C]:
+    k = round_no % len(items)
+    return [*items[k:], *items[:k]]
+
+
+def alternate(
+    configs: Sequence[C], rounds: int, measure: Callable[[C], dict[str, Any]]
+) -> list[dict[str, dict[str, Any]]]:
+    """Measure every config once per round, in rotated order: one dict per round, by key."""
+    results = []
+    for round_no in range(rounds):
+        this_round: dict[str, dict[str, Any]] = {}
+        for config in rotated(configs, round_no):
+            t0 = time.perf_counter()
+            this_round[config.key] = measure(config)
+            rate = this_round[config.key]["rate"]
+            log(f"  round {round_no + 1}/{rounds} {config.name}: {rate:,.0f} msg/s "
+                f"({time.perf_counter() - t0:.1f} s)")
+        results.append(this_round)
+    return results
+
+
+def summarise(
+    configs: Sequence[C],
+    rounds: list[dict[str, dict[str, Any]]],
+    baseline: Callable[[dict[str, dict[str, Any]]], float],
+) -> dict[str, dict[str, Any]]:
+    """Median rate, median of per-round ratios to ``baseline(round)``, median peak RSS."""
+    summary = {}
+    for config in configs:
+        runs = [r[config.key] for r in rounds]
+        ratios = [run["rate"] / baseline(r) for run, r in zip(runs, rounds, strict=True)]
+        summary[config.key] = {
+            "name": config.name,
+            "rate": statistics.median(run["rate"] for run in runs),
+            "ratio": statistics.median(ratios),
+            "rates": [run["rate"] for run in runs],
+            "ratios": ratios,
+            "rss_mb": statistics.median(run.get("rss_mb", 0.0) for run in runs),
+            "target": config.target,
+        }
+    return summary
+
+
+# -- send ----------------------------------------------------------------------------------------
+
+
+def measure_send(config: SendConfig, db: str, n: int, shape: str) -> dict[str, Any]:
+    """Fill the queue (if any), then time the sending call against a fresh sink."""
+    send_params: dict[str, Any] = {"n": n, **config.params}
+    if config.prepare is not None:
+        prepared = run_child(config.prepare, app=config.app, db=db, n=n, shape=shape)
+        if prepared["queued"] != n:
+            raise AssertionError(f"{config.name}: queued {prepared['queued']}, expected {n}")
+    else:
+        send_params["shape"] = shape
+    with Sink() as sink:
+        result = run_child(
+            config.send, app=config.app, db=db, port=sink.port, env=config.env, **send_params
+        )
+        stats = sink.stop()
+    check_count(f"{config.name} ({db}, {shape})", stats, messages=n)
+    if result["sent"] != n or result.get("db_sent", n) != n:
+        raise AssertionError(
+            f"{config.name} ({db}): reported {result['sent']} sent, "
+            f"its tables say {result.get('db_sent')}, expected {n}"
+        )
+    return {
+        "rate": n / result["seconds"],
+        "seconds": result["seconds"],
+        "rss_mb": result["rss_mb"],
+        "connections": stats["connections"],
+    }
+
+
+def send_suite(configs: Sequence[SendConfig], db: str, n: int, rounds: int, shape: str) -> Any:
+    runnable = [c for c in configs if c.unavailable() is None]
+    results = alternate(runnable, rounds, lambda c: measure_send(c, db, n, shape))
+    summary = summarise(runnable, results, lambda r: float(r[RAW]["rate"]))
+    for config in configs:
+        reason = config.unavailable()
+        if reason is not None:
+            summary[config.key] = {"name": config.name, "unavailable": reason,
+                                   "target": config.target}
+    return {"messages": n, "shape": shape, "rounds": results, "summary": summary}
+
+
+# -- enqueue -------------------------------------------------------------------------------------
+
+
+def measure_enqueue(config: EnqueueConfig, db: str, n: int) -> dict[str, Any]:
+    result = run_child(config.task, app=config.app, db=db, n=n, **config.params)
+    if result["queued"] != n:
+        raise AssertionError(f"{config.name} ({db}): queued {result['queued']}, expected {n}")
+    return {"rate": n / result["seconds"], "seconds": result["seconds"],
+            "rss_mb": result["rss_mb"]}
+
+
+def enqueue_suite(configs: Sequence[EnqueueConfig], db: str, n: int, rounds: int) -> Any:
+    results = alternate(configs, rounds, lambda c: measure_enqueue(c, db, n))
+    peers = [c.key for c in configs if c.peer]
+
+    def best_peer(r: dict[str, dict[str, Any]]) -> float:
+        return max(float(r[k]["rate"]) for k in peers) if peers else float("nan")
+
+    return {"messages": n, "rounds": results, "summary": summarise(configs, results, best_peer)}
+
+
+# -- pick-up -------------------------------------------------------------------------------------
+
+PICKUP_TAG = "depth"
+
+
+def pickup_suite(db: str, depths: Sequence[int], apps: Sequence[str]) -> Any:
+    """Claim cost and worker memory as mailroom's queue grows (the peers' up to 100,000)."""
+    out: dict[str, Any] = {}
+    for app in apps:
+        databases.recreate(app, db, PICKUP_TAG)
+        run_child("common.migrate", app=app, db=db, tag=PICKUP_TAG)
+        out[app] = {}
+        try:
+            for depth in sorted(depths):
+                if app != "mailroom" and depth > PEER_MAX_DEPTH:
+                    out[app][str(depth)] = {"skipped": f"peers measured up to {PEER_MAX_DEPTH:,}"}
+                    continue
+                out[app][str(depth)] = _pickup_at(app, db, depth)
+        finally:
+            databases.drop(app, db, PICKUP_TAG)
+    return out
+
+
+def _pickup_at(app: str, db: str, depth: int) -> dict[str, Any]:
+    filled = run_child("pickup.fill", app=app, db=db, tag=PICKUP_TAG, depth=depth)
+    log(f"  {app} queue at {filled['queued']:,} (filled in {filled['seconds']:.1f} s)")
+    if app != "mailroom":
+        peer = run_child(
+            "pickup.peer_pickup", app=app, db=db, tag=PICKUP_TAG, repeats=PEER_PICKUP_REPEATS
+        )
+        log(f"  {app} pick-up at {depth:,}: {peer['seconds'] * 1000:.1f} ms, "
+            f"{peer['rss_mb']:.0f} MB")
+        return {"fill_seconds": filled["seconds"], "pickup_seconds": peer["seconds"],
+                "times": peer["times"], "rss_mb": peer["rss_mb"]}
+    claimed = run_child("pickup.mailroom_claim", app=app, db=db, tag=PICKUP_TAG,
+                        repeats=PICKUP_REPEATS)
+    with Sink() as sink:
+        batch = run_child("pickup.mailroom_batch_memory", app=app, db=db, tag=PICKUP_TAG,
+                          port=sink.port)
+        stats = sink.stop()
+    # The clones share one Message-ID, so the sink sees them as duplicates of each other.
+    check_count(f"mailroom batch at depth {depth}", stats, messages=batch["sent"],
+                duplicates_allowed=True)
+    if batch["sent"] != 100:
+        raise AssertionError(f"mailroom sent {batch['sent']} of a batch of 100 at {depth}")
+    log(f"  mailroom claim at {depth:,}: {claimed['seconds'] * 1000:.2f} ms; one batch sent "
+        f"by a fresh worker: peak {batch['rss_mb']:.1f} MB")
+    return {"fill_seconds": filled["seconds"], "claim_seconds": claimed["seconds"],
+            "times": claimed["times"], "batch_seconds": batch["seconds"],
+            "rss_mb": batch["rss_mb"], "rss_before_mb": batch["rss_before_mb"]}
+
+
+# -- queries per batch ---------------------------------------------------------------------------
+
+
+def queries_suite(db: str) -> dict[str, Any]:
+    with Sink() as sink:
+        result = run_child("queries.per_batch", app="mailroom", db=db, port=sink.port,
+                           sizes=list(QUERY_BATCH_SIZES))
+        stats = sink.stop()
+    check_count(f"queries per batch ({db})", stats, messages=sum(QUERY_BATCH_SIZES))
+    log(f"  queries per batch ({db}): {result['queries']}")
+    return {"queries": result["queries"], "attempt_inserts": result["attempt_inserts"]}

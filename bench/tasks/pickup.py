@@ -1,0 +1,190 @@
+"""The cost of picking one batch as the queue grows, and the worker's memory at each depth.
+
+The queue is filled fast by cloning one row enqueued through the app's own API, in SQL:
+``INSERT ... SELECT`` over ``generate_series`` on PostgreSQL and over a recursive CTE on SQLite
+(a million rows in seconds). Each clone is a valid queued message with a small payload; its
+time column steps back one second per clone, so the rows do not all share one sort key.
+Statistics are refreshed (``ANALYZE``) after a fill, as autovacuum would after such a change.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.apps import apps
+from django.db import connection
+from django.db.models import Model, Q
+from django.utils import timezone
+
+from bench.tasks import installed_app, messages, peak_rss_mb, task
+
+BATCH = 100
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueTable:
+    """Where an app keeps its queue, and how one message gets into it."""
+
+    model: str
+    queued: Q
+    time_column: str
+    enqueue_one: Callable[[], None]
+
+
+def _mailroom_one() -> None:
+    from mailroom import enqueue
+
+    enqueue(messages.build(0, "small"))
+
+
+def _mailer_one() -> None:
+    from mailer import send_mail
+
+    send_mail(messages.subject(0), messages.SMALL_BODY, messages.SENDER, ["r0@example.com"])
+
+
+def _post_office_one() -> None:
+    from post_office import mail
+
+    mail.send(
+        recipients=["r0@example.com"],
+        sender=messages.SENDER,
+        subject=messages.subject(0),
+        message=messages.SMALL_BODY,
+    )
+
+
+TABLES = {
+    "mailroom": QueueTable(
+        model="mailroom.Message",
+        queued=Q(status="queued"),
+        time_column="due_at",
+        enqueue_one=_mailroom_one,
+    ),
+    "mailer": QueueTable(
+        model="mailer.Message", queued=Q(), time_column="when_added", enqueue_one=_mailer_one
+    ),
+    "post_office": QueueTable(
+        model="post_office.Email",
+        queued=Q(status=2),  # STATUS.queued
+        time_column="created",
+        enqueue_one=_post_office_one,
+    ),
+}
+
+
+def _clone_sql(model: type[Model], time_column: str) -> str:
+    """INSERT ... SELECT of ``%s`` copies of the row whose id is ``%s``."""
+    qn = connection.ops.quote_name
+    table = qn(model._meta.db_table)
+    columns = [f.column for f in model._meta.concrete_fields if not f.primary_key]
+    postgres = connection.vendor == "postgresql"
+    shifted = (
+        f"src.{qn(time_column)} - g.n * interval '1 second'"
+        if postgres
+        else f"datetime(src.{qn(time_column)}, '-' || g.n || ' seconds')"
+    )
+    values = ", ".join(shifted if c == time_column else f"src.{qn(c)}" for c in columns)
+    insert = f"INSERT INTO {table} ({', '.join(qn(c) for c in columns)}) SELECT {values}"
+    if postgres:
+        return f"{insert} FROM {table} src, generate_series(1, %s) AS g(n) WHERE src.id = %s"
+    return (
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < %s) "
+        f"{insert} FROM {table} src, g WHERE src.id = %s"
+    )
+
+
+@task
+def fill(depth: int) -> dict[str, Any]:
+    """Bring the app's queue to ``depth`` queued messages (it only ever grows)."""
+    spec = TABLES[installed_app()]
+    model = apps.get_model(spec.model)
+    queued = model._default_manager.filter(spec.queued)
+    t0 = time.perf_counter()
+    if not queued.exists():
+        spec.enqueue_one()
+    template = queued.order_by("pk").values_list("pk", flat=True).first()
+    missing = depth - queued.count()
+    if missing > 0:
+        with connection.cursor() as cursor:
+            cursor.execute(_clone_sql(model, spec.time_column), [missing, template])
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+    return {"seconds": time.perf_counter() - t0, "queued": queued.count(), "depth": depth}
+
+
+@task
+def mailroom_claim(repeats: int) -> dict[str, Any]:
+    """Time ``claiming.claim`` of one batch (then release it), ``repeats`` times."""
+    from mailroom.claiming import claim, release
+
+    connection.ensure_connection()
+    times = []
+    for k in range(repeats):
+        token = f"bench-pickup:{k}"
+        t0 = time.perf_counter()
+        rows = claim(token=token, now=timezone.now(), limit=BATCH, lease=300)
+        times.append(time.perf_counter() - t0)
+        if len(rows) != BATCH:
+            raise AssertionError(f"claimed {len(rows)} rows, expected {BATCH}")
+        release([row.pk for row in rows], token=token)
+    return {"seconds": statistics.median(times), "times": times, "rss_mb": peak_rss_mb()}
+
+
+@task
+def mailroom_batch_memory() -> dict[str, Any]:
+    """A fresh worker process claims one batch and sends it to the sink: its peak memory."""
+    from mailroom.worker import Engine, RunStats
+
+    connection.ensure_connection()
+    before = peak_rss_mb()
+    stats = RunStats()
+    t0 = time.perf_counter()
+    Engine(batch_size=BATCH).run_batch(stats)
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "sent": stats.sent,
+        "rss_before_mb": before,
+        "rss_mb": peak_rss_mb(),
+    }
+
+
+def _mailer_pickup() -> int:
+    # send_all() iterates prioritize(); iterating a QuerySet loads all of it before the first row.
+    from mailer.engine import prioritize
+
+    return len(list(itertools.islice(iter(prioritize()), BATCH)))
+
+
+def _post_office_pickup() -> int:
+    from post_office.mail import attach_templates, get_queued
+
+    emails = list(get_queued())
+    attach_templates(emails)
+    return len(emails)
+
+
+PEER_PICKUP: dict[str, Callable[[], int]] = {
+    "mailer": _mailer_pickup,
+    "post_office": _post_office_pickup,
+}
+
+
+@task
+def peer_pickup(repeats: int) -> dict[str, Any]:
+    """The first batch as the peer's sender picks it, ``repeats`` times; peak memory."""
+    app = installed_app()
+    connection.ensure_connection()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        got = PEER_PICKUP[app]()
+        times.append(time.perf_counter() - t0)
+        if got != BATCH:
+            raise AssertionError(f"{app} picked {got} messages, expected {BATCH}")
+    return {"seconds": statistics.median(times), "times": times, "rss_mb": peak_rss_mb()}

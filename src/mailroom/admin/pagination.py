@@ -1,0 +1,78 @@
+"""Paging a table of millions of messages without counting it.
+
+Django's admin counts the rows of every list it shows. On a large table that ``COUNT(*)``
+costs more than the page itself, so this paginator never counts without bound: the whole table
+is sized from the database's own statistics, and a filtered list is counted only up to
+:attr:`EstimatedCountPaginator.count_limit` rows ("more than 10,000").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import Model, QuerySet
+from django.utils.functional import cached_property
+
+if TYPE_CHECKING:
+    _Paginator = Paginator[Any]
+else:
+    _Paginator = Paginator
+
+
+class EstimatedCountPaginator(_Paginator):
+    """A paginator whose count is exact for small lists and an estimate or a floor otherwise.
+
+    ``count_kind`` says which (``"exact"``, ``"estimated"`` or ``"at_least"``), so that the
+    message list can tell the operator.
+    """
+
+    #: An unfiltered table larger than this (by the statistics) is not counted.
+    estimate_above = 10_000
+    #: A filtered list is counted up to this many rows, and no further.
+    count_limit = 10_000
+
+    count_kind: Literal["exact", "estimated", "at_least"] = "exact"
+
+    @cached_property
+    def count(self) -> int:
+        queryset = cast("QuerySet[Model]", self.object_list)
+        if not queryset.query.where:
+            estimate = estimated_rows(queryset.model, queryset.db)
+            if estimate is not None and estimate > self.estimate_above:
+                self.count_kind = "estimated"
+                return estimate
+        # COUNT(*) over a LIMITed subquery: the database stops after count_limit + 1 rows.
+        counted = queryset.order_by().values("pk")[: self.count_limit + 1].count()
+        if counted > self.count_limit:
+            self.count_kind = "at_least"
+            return self.count_limit
+        return counted
+
+
+def estimated_rows(model: type[Model], using: str) -> int | None:
+    """The number of rows in ``model``'s table by the database's statistics, if it keeps any.
+
+    PostgreSQL: ``pg_class.reltuples`` (-1 until the table is first analysed); MySQL and
+    MariaDB: ``information_schema.tables.table_rows``. None elsewhere, or when unknown.
+    """
+    connection = connections[using]
+    table = model._meta.db_table
+    if connection.vendor == "postgresql":
+        sql = "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)"
+        params = [connection.ops.quote_name(table)]
+    elif connection.vendor == "mysql":
+        sql = (
+            "SELECT table_rows FROM information_schema.tables "
+            "WHERE table_schema = DATABASE() AND table_name = %s"
+        )
+        params = [table]
+    else:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None or row[0] is None or row[0] < 0:
+        return None
+    return int(row[0])

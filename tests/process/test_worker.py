@@ -1,0 +1,112 @@
+"""``manage.py mailroom worker`` as a real process: delivery, wake-up, SIGTERM, SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from django.core.mail import EmailMessage
+from django.db import connection, transaction
+
+import mailroom
+from mailroom.models import Message, Status
+from tests.process.conftest import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def queue(n: int, subject: str = "S{i}") -> list[Message]:
+    with transaction.atomic():
+        return mailroom.enqueue_many(
+            EmailMessage(subject.format(i=i), "B", "app@example.com", [f"u{i}@example.com"])
+            for i in range(n)
+        )
+
+
+def test_worker_delivers_queued_mail_and_stops_cleanly_on_sigterm(
+    spawn_worker, smtp_server
+) -> None:
+    worker = spawn_worker()
+    worker.wait_started()
+    rows = queue(20)
+    wait_until(lambda: smtp_server.count == 20, 30, "20 deliveries")
+    worker.terminate()
+    assert worker.wait(30) == 0, worker.output
+    assert Message.objects.filter(status=Status.SENT).count() == 20
+    assert set(smtp_server.message_ids()) == {r.message_id for r in rows}
+
+
+def test_sigterm_finishes_the_message_in_flight_and_returns_the_rest(
+    spawn_worker, smtp_server
+) -> None:
+    smtp_server.script.data_delay = 0.3
+    queue(30)
+    worker = spawn_worker("--batch-size", "10")
+    worker.wait_started()
+    wait_until(lambda: smtp_server.count >= 3, 30, "the first deliveries")
+    worker.terminate()
+    assert worker.wait(30) == 0, worker.output
+    assert not Message.objects.filter(status=Status.SENDING).exists()
+    sent = Message.objects.filter(status=Status.SENT).count()
+    assert sent == smtp_server.count, "every delivery is recorded, none is lost"
+    assert Message.objects.filter(status=Status.QUEUED, attempts=0).count() == 30 - sent
+
+
+def test_a_second_signal_exits_at_once(spawn_worker, smtp_server) -> None:
+    smtp_server.script.data_delay = 20  # a message in flight that would take 20 s
+    queue(1)
+    worker = spawn_worker()
+    worker.wait_started()
+    wait_until(lambda: smtp_server.connections >= 1, 30, "the delivery to start")
+    time.sleep(0.3)
+    worker.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    worker.signal(signal.SIGINT)
+    code = worker.wait(10)  # well before the 20 s the message in flight needs
+    assert code != 0
+    smtp_server.script.data_delay = 0
+
+
+def test_an_idle_worker_does_not_spin(spawn_worker) -> None:
+    worker = spawn_worker(POLL_INTERVAL=1)
+    worker.wait_started()
+    time.sleep(3)
+    worker.terminate()
+    assert worker.wait(30) == 0
+    # The worker's own queries are not visible here; its log must show no error loop.
+    assert "error" not in worker.output.lower(), worker.output
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="LISTEN/NOTIFY is PostgreSQL's; others poll"
+)
+def test_on_postgresql_a_commit_wakes_an_idle_worker_without_polling(
+    spawn_worker, smtp_server
+) -> None:
+    worker = spawn_worker(POLL_INTERVAL=600)  # polling alone would wait ten minutes
+    worker.wait_started()
+    time.sleep(1.0)  # let it go idle and LISTEN
+    queue(1)
+    wait_until(lambda: smtp_server.count == 1, 20, "the NOTIFY to wake the worker")
+    worker.terminate()
+    assert worker.wait(30) == 0
+
+
+def test_rolled_back_mail_is_never_sent(spawn_worker, smtp_server) -> None:
+    worker = spawn_worker(POLL_INTERVAL=0.2)
+    worker.wait_started()
+
+    def view() -> None:
+        with transaction.atomic():
+            queue(5)
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        view()
+    queue(1)
+    wait_until(lambda: smtp_server.count == 1, 20, "the committed message")
+    time.sleep(0.5)
+    assert smtp_server.count == 1
+    worker.terminate()
+    assert worker.wait(30) == 0
