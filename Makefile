@@ -6,7 +6,7 @@ VENV := .venv
 VENV61 := .venv-dj61
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test lint test-sqlite test-postgres test-dj61 venv venv61 bench clean
+.PHONY: demo test lint test-sqlite test-postgres test-mariadb test-dj61 venv venv61 bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,13 @@ lint: venv
 test-sqlite: venv
 	MAILROOM_TEST_DB=sqlite $(VENV)/bin/pytest -q -p no:cacheprovider
 
+# The suites that touch the database (integration and real worker processes) run again on
+# PostgreSQL and MariaDB; the pure unit tests need not.
 test-postgres: venv
-	MAILROOM_TEST_DB=postgres $(VENV)/bin/pytest -q -p no:cacheprovider tests/integration
+	MAILROOM_TEST_DB=postgres $(VENV)/bin/pytest -q -p no:cacheprovider tests/integration tests/process
+
+test-mariadb: venv
+	MAILROOM_TEST_DB=mariadb $(VENV)/bin/pytest -q -p no:cacheprovider tests/integration tests/process
 
 test-dj61:
 	@if [ -z "$(PY312)" ]; then \
@@ -49,9 +54,9 @@ test-dj61:
 			$(VENV61)/bin/pytest -q -p no:cacheprovider tests/integration; \
 	fi
 
-# Everything CI checks: lint and types, then the suite on SQLite and PostgreSQL under
-# Django 5.2 (python3), then again under Django 6.1 (Python 3.12).
-test: lint test-sqlite test-postgres test-dj61
+# Everything CI checks: lint and types, then the suite on SQLite, PostgreSQL and MariaDB
+# under Django 5.2 (python3), then again under Django 6.1 (Python 3.12).
+test: lint test-sqlite test-postgres test-mariadb test-dj61
 
 clean:
 	rm -rf $(VENV) $(VENV61) .pytest_cache .mypy_cache .ruff_cache

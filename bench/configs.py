@@ -21,6 +21,15 @@ def _worker_command() -> str | None:
     return None
 
 
+def _flush_every() -> str | None:
+    """None if this mailroom has the FLUSH_EVERY setting, else why the row is not measured."""
+    from mailroom import conf
+
+    if "FLUSH_EVERY" not in conf.DEFAULTS:
+        return "not applicable (this mailroom has no FLUSH_EVERY setting)"
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class SendConfig:
     key: str
@@ -64,6 +73,15 @@ SEND = (
         prepare="send.prepare_mailroom",
         send="send.mailroom_send",
         target=0.95,
+    ),
+    SendConfig(
+        key="mailroom-send-bulk-flush",
+        name="mailroom send (1 process), FLUSH_EVERY=100 (outcomes written once per batch)",
+        app="mailroom",
+        prepare="send.prepare_mailroom",
+        send="send.mailroom_send",
+        env={"BENCH_FLUSH_EVERY": "100"},
+        unavailable=_flush_every,
     ),
     SendConfig(
         key="mailroom-worker",

@@ -14,8 +14,14 @@ from typing import Any
 from bench import databases
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("Django", "django-mailroom", "django-mailer", "django-post_office", "aiosmtpd",
-            "psycopg")
+PACKAGES = (
+    "Django",
+    "django-mailroom",
+    "django-mailer",
+    "django-post_office",
+    "aiosmtpd",
+    "psycopg",
+)
 
 
 def _cpu_model() -> str:
@@ -46,8 +52,7 @@ def _version(package: str) -> str:
 
 
 def _git(*args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
     return result.stdout.strip()
 
 

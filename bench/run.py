@@ -32,8 +32,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run.sh", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 500 messages, 1 round, depths 1,000 and 10,000")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 300 messages, 20 big ones, 1 round, depths 1,000 and 10,000",
+    )
     parser.add_argument("--messages", type=int, help="per send/enqueue run (default 5000)")
     parser.add_argument("--big-messages", type=int, help="per big-message run (default 200)")
     parser.add_argument("--rounds", type=int, help="rounds of alternation (default 3)")
@@ -41,14 +44,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--depths", help="queue depths for pick-up (default 1000,100000,1000000)")
     parser.add_argument(
         "--only",
-        help="comma-separated suites (" + ", ".join(SUITES) + ") and/or configuration keys ("
-        + ", ".join(c.key for c in (*SEND, *ENQUEUE)) + ")",
+        help="comma-separated suites ("
+        + ", ".join(SUITES)
+        + ") and/or configuration keys ("
+        + ", ".join(c.key for c in (*SEND, *ENQUEUE))
+        + ")",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS,
-                        help="where latest.md and latest.json go (default bench/results)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS,
+        help="where latest.md and latest.json go (default bench/results)",
+    )
     args = parser.parse_args(argv)
-    args.messages = args.messages or (500 if args.quick else 5000)
-    args.big_messages = args.big_messages or (50 if args.quick else 200)
+    args.messages = args.messages or (300 if args.quick else 5000)
+    args.big_messages = args.big_messages or (20 if args.quick else 200)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.dbs = [db.strip() for db in args.db.split(",") if db.strip()]
     for db in args.dbs:

@@ -20,7 +20,7 @@ from bench.sink import Sink, check_count
 
 C = TypeVar("C", SendConfig, EnqueueConfig)
 
-PICKUP_REPEATS = 7
+PICKUP_REPEATS = 9
 PEER_PICKUP_REPEATS = 3
 #: The peers load their whole queue to pick a batch: measured up to this depth only.
 PEER_MAX_DEPTH = 100_000
@@ -47,8 +47,10 @@ def alternate(
             t0 = time.perf_counter()
             this_round[config.key] = measure(config)
             rate = this_round[config.key]["rate"]
-            log(f"  round {round_no + 1}/{rounds} {config.name}: {rate:,.0f} msg/s "
-                f"({time.perf_counter() - t0:.1f} s)")
+            log(
+                f"  round {round_no + 1}/{rounds} {config.name}: {rate:,.0f} msg/s "
+                f"({time.perf_counter() - t0:.1f} s)"
+            )
         results.append(this_round)
     return results
 
@@ -113,8 +115,11 @@ def send_suite(configs: Sequence[SendConfig], db: str, n: int, rounds: int, shap
     for config in configs:
         reason = config.unavailable()
         if reason is not None:
-            summary[config.key] = {"name": config.name, "unavailable": reason,
-                                   "target": config.target}
+            summary[config.key] = {
+                "name": config.name,
+                "unavailable": reason,
+                "target": config.target,
+            }
     return {"messages": n, "shape": shape, "rounds": results, "summary": summary}
 
 
@@ -125,8 +130,7 @@ def measure_enqueue(config: EnqueueConfig, db: str, n: int) -> dict[str, Any]:
     result = run_child(config.task, app=config.app, db=db, n=n, **config.params)
     if result["queued"] != n:
         raise AssertionError(f"{config.name} ({db}): queued {result['queued']}, expected {n}")
-    return {"rate": n / result["seconds"], "seconds": result["seconds"],
-            "rss_mb": result["rss_mb"]}
+    return {"rate": n / result["seconds"], "seconds": result["seconds"], "rss_mb": result["rss_mb"]}
 
 
 def enqueue_suite(configs: Sequence[EnqueueConfig], db: str, n: int, rounds: int) -> Any:
@@ -169,26 +173,42 @@ def _pickup_at(app: str, db: str, depth: int) -> dict[str, Any]:
         peer = run_child(
             "pickup.peer_pickup", app=app, db=db, tag=PICKUP_TAG, repeats=PEER_PICKUP_REPEATS
         )
-        log(f"  {app} pick-up at {depth:,}: {peer['seconds'] * 1000:.1f} ms, "
-            f"{peer['rss_mb']:.0f} MB")
-        return {"fill_seconds": filled["seconds"], "pickup_seconds": peer["seconds"],
-                "times": peer["times"], "rss_mb": peer["rss_mb"]}
-    claimed = run_child("pickup.mailroom_claim", app=app, db=db, tag=PICKUP_TAG,
-                        repeats=PICKUP_REPEATS)
+        log(
+            f"  {app} pick-up at {depth:,}: {peer['seconds'] * 1000:.1f} ms, "
+            f"{peer['rss_mb']:.0f} MB"
+        )
+        return {
+            "fill_seconds": filled["seconds"],
+            "pickup_seconds": peer["seconds"],
+            "times": peer["times"],
+            "rss_mb": peer["rss_mb"],
+        }
+    claimed = run_child(
+        "pickup.mailroom_claim", app=app, db=db, tag=PICKUP_TAG, repeats=PICKUP_REPEATS
+    )
     with Sink() as sink:
-        batch = run_child("pickup.mailroom_batch_memory", app=app, db=db, tag=PICKUP_TAG,
-                          port=sink.port)
+        batch = run_child(
+            "pickup.mailroom_batch_memory", app=app, db=db, tag=PICKUP_TAG, port=sink.port
+        )
         stats = sink.stop()
     # The clones share one Message-ID, so the sink sees them as duplicates of each other.
-    check_count(f"mailroom batch at depth {depth}", stats, messages=batch["sent"],
-                duplicates_allowed=True)
+    check_count(
+        f"mailroom batch at depth {depth}", stats, messages=batch["sent"], duplicates_allowed=True
+    )
     if batch["sent"] != 100:
         raise AssertionError(f"mailroom sent {batch['sent']} of a batch of 100 at {depth}")
-    log(f"  mailroom claim at {depth:,}: {claimed['seconds'] * 1000:.2f} ms; one batch sent "
-        f"by a fresh worker: peak {batch['rss_mb']:.1f} MB")
-    return {"fill_seconds": filled["seconds"], "claim_seconds": claimed["seconds"],
-            "times": claimed["times"], "batch_seconds": batch["seconds"],
-            "rss_mb": batch["rss_mb"], "rss_before_mb": batch["rss_before_mb"]}
+    log(
+        f"  mailroom claim at {depth:,}: {claimed['seconds'] * 1000:.2f} ms; one batch sent "
+        f"by a fresh worker: peak {batch['rss_mb']:.1f} MB"
+    )
+    return {
+        "fill_seconds": filled["seconds"],
+        "claim_seconds": claimed["seconds"],
+        "times": claimed["times"],
+        "batch_seconds": batch["seconds"],
+        "rss_mb": batch["rss_mb"],
+        "rss_before_mb": batch["rss_before_mb"],
+    }
 
 
 # -- queries per batch ---------------------------------------------------------------------------
@@ -196,9 +216,14 @@ def _pickup_at(app: str, db: str, depth: int) -> dict[str, Any]:
 
 def queries_suite(db: str) -> dict[str, Any]:
     with Sink() as sink:
-        result = run_child("queries.per_batch", app="mailroom", db=db, port=sink.port,
-                           sizes=list(QUERY_BATCH_SIZES))
+        result = run_child(
+            "queries.per_batch",
+            app="mailroom",
+            db=db,
+            port=sink.port,
+            sizes=list(QUERY_BATCH_SIZES),
+        )
         stats = sink.stop()
-    check_count(f"queries per batch ({db})", stats, messages=sum(QUERY_BATCH_SIZES))
-    log(f"  queries per batch ({db}): {result['queries']}")
-    return {"queries": result["queries"], "attempt_inserts": result["attempt_inserts"]}
+    check_count(f"queries per batch ({db})", stats, messages=result["sent"])
+    log(f"  queries per batch ({db}): {result['queries']}; bulk flush: {result['bulk_flush']}")
+    return {key: result[key] for key in ("queries", "attempt_inserts", "bulk_flush")}

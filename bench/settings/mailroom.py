@@ -19,3 +19,6 @@ MAILROOM = {
     },
     "BATCH_SIZE": int(os.environ.get("BENCH_BATCH_SIZE", "100")),
 }
+# Unset: mailroom's default. A configuration may ask for outcomes written in bulk.
+if os.environ.get("BENCH_FLUSH_EVERY"):
+    MAILROOM["FLUSH_EVERY"] = int(os.environ["BENCH_FLUSH_EVERY"])

@@ -13,12 +13,8 @@ A row that cannot be moved (undecodable, invalid) is left where it was and repor
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import io
 import logging
-import pickle
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +31,7 @@ from .conf import get_settings
 from .enqueueing import enqueue_many
 from .exceptions import InvalidMessage
 from .models import Priority
+from .unpickling import unpickle_mailer_message
 
 logger = logging.getLogger(__name__)
 
@@ -214,83 +211,6 @@ def _from_mailer(row: Any) -> _Item:
         message=message,
         priority=_MAILER_PRIORITIES.get(row.priority, Priority.NORMAL),
     )
-
-
-class _EmailUnpickler(pickle.Unpickler):
-    """An unpickler that builds Django email messages and the plain types inside them, and
-    refuses every other class or function, so that a row cannot make the import run code.
-
-    django-mailer stores each message as a pickled ``EmailMessage``; reading its queue is the
-    one place mailroom touches pickle. mailroom stores JSON (mailroom.serialization) and never
-    pickles anything itself.
-    """
-
-    _ALLOWED = frozenset(
-        {
-            *(
-                ("django.core.mail.message", name)
-                for name in (
-                    "EmailMessage",
-                    "EmailMultiAlternatives",
-                    "EmailAlternative",
-                    "EmailAttachment",
-                    "SafeMIMEText",
-                    "SafeMIMEMultipart",
-                    "SafeMIMEMessage",
-                )
-            ),
-            ("django.core.mail", "EmailMessage"),
-            ("django.core.mail", "EmailMultiAlternatives"),
-            ("django.utils.safestring", "SafeString"),
-            ("django.utils.safestring", "SafeText"),
-            ("anymail.message", "AnymailMessage"),
-            ("anymail.message", "AnymailStatus"),
-            ("anymail.message", "AnymailRecipientStatus"),
-            ("anymail.utils", "UNSET"),
-            ("collections", "OrderedDict"),
-            ("builtins", "set"),
-            ("builtins", "frozenset"),
-            ("builtins", "bytearray"),
-            ("builtins", "object"),
-            # Helpers pickle itself and the email package use to rebuild the types above.
-            ("copyreg", "_reconstructor"),
-            ("_codecs", "encode"),
-            ("email.headerregistry", "_reconstruct_header"),
-        }
-    )
-    # Modules of the standard email package whose *classes* (not functions) may be built:
-    # attachments made of MIME parts, their policies, charsets and parsed headers.
-    _EMAIL_MODULES = (
-        "email.message",
-        "email.charset",
-        "email._policybase",
-        "email.policy",
-        "email.headerregistry",
-        "email._header_value_parser",
-    )
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        if module in self._EMAIL_MODULES or module.startswith("email.mime."):
-            found = super().find_class(module, name)
-            if isinstance(found, type):
-                return found
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in an imported message")
-
-
-def unpickle_mailer_message(data: str) -> EmailMessage:
-    """The EmailMessage in django-mailer's ``message_data`` (base64 of a pickle)."""
-    if not data:
-        raise ValueError("the row holds no message")
-    try:
-        raw = base64.decodebytes(data.encode("ascii"))
-    except (binascii.Error, UnicodeEncodeError) as exc:
-        raise ValueError(f"message_data is not base64: {exc}") from exc
-    message = _EmailUnpickler(io.BytesIO(raw)).load()
-    if not isinstance(message, EmailMessage):
-        raise ValueError(f"message_data holds a {type(message).__name__}, not an EmailMessage")
-    return message
 
 
 # --- django-post_office ------------------------------------------------------------------

@@ -33,8 +33,7 @@ def queries_for_one_batch(size: int) -> int:
     """Queue ``size`` messages, deliver them as one batch, return the queries that took."""
     Message.objects.all().delete()
     mailroom.enqueue_many(
-        EmailMessage(f"S{i}", "Body", "app@example.com", [f"r{i}@example.com"])
-        for i in range(size)
+        EmailMessage(f"S{i}", "Body", "app@example.com", [f"r{i}@example.com"]) for i in range(size)
     )
     with CaptureQueriesContext(connection) as queries:
         claimed = Engine(batch_size=size).run_batch(RunStats())

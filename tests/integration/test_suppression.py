@@ -1,4 +1,4 @@
-"""The suppression list: by hand or automatic, applied at enqueue and (for the worker) at delivery."""
+"""The suppression list, by hand or automatic: applied at enqueue and, by the worker, on send."""
 
 from __future__ import annotations
 

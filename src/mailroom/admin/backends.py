@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+from django.utils.timesince import timeuntil
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -40,6 +41,7 @@ class PausedFilter(admin.SimpleListFilter):
 class BackendStateAdmin(_BackendStateAdminBase):
     list_display = ("alias", "state", "paused_until", "verdict", "reason", "failures", "updated_at")
     list_filter = (PausedFilter,)
+    show_facets = admin.ShowFacets.NEVER
     ordering = ("alias",)
     actions = ["resume"]
     readonly_fields = ("state",)
@@ -59,7 +61,16 @@ class BackendStateAdmin(_BackendStateAdminBase):
 
     @admin.display(description=_("state"))
     def state(self, obj: BackendState) -> str:
-        return str(_("paused") if obj.is_paused(timezone.now()) else _("active"))
+        now = timezone.now()
+        if obj.paused_until is None or not obj.is_paused(now):
+            return str(_("active"))
+        return _("paused, %(left)s left") % {"left": timeuntil(obj.paused_until, now)}
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        title = _("Delivery backends")
+        return super().changelist_view(request, {"title": title, **(extra_context or {})})
 
     @admin.action(permissions=["change"], description=_("Resume the selected backends now"))
     def resume(self, request: HttpRequest, queryset: QuerySet[BackendState]) -> None:

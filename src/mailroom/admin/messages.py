@@ -8,10 +8,11 @@ change goes through :mod:`mailroom.operations`, as the ``mailroom`` command's do
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import SEARCH_VAR, ChangeList
+from django.core.paginator import Paginator
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -45,6 +46,13 @@ class MessageChangeList(ChangeList):
     ) -> QuerySet[Any]:
         return super().get_queryset(request, exclude_parameters).defer(*_LIST_DEFERRED)
 
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        if (self.show_all and self.can_show_all) or not self.multi_page:
+            # Django lists the whole queryset here, running the filter again: take the rows
+            # that counting already found instead.
+            self.result_list = cast("EstimatedCountPaginator", self.paginator).rows()
+
 
 @admin.register(Message)
 class MessageAdmin(_MessageAdminBase):
@@ -54,7 +62,6 @@ class MessageAdmin(_MessageAdminBase):
         "recipients_shown",
         "status",
         "backend",
-        "priority",
         "attempts",
         "created_at",
         "due_at",
@@ -70,7 +77,6 @@ class MessageAdmin(_MessageAdminBase):
     #: Only columns with an index behind them: sorting a million rows by anything else is a scan.
     sortable_by = ("id", "created_at")
     list_per_page = 50
-    paginator = EstimatedCountPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     actions = [list_action(op) for op in OPERATIONS.values()]
@@ -130,6 +136,23 @@ class MessageAdmin(_MessageAdminBase):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return MessageChangeList
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return super().changelist_view(request, {"title": _("Messages"), **(extra_context or {})})
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Any],
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> Paginator[Any]:
+        paginator = EstimatedCountPaginator(queryset, per_page, orphans, allow_empty_first_page)
+        paginator.remember_rows = bool(request.GET.get(SEARCH_VAR, "").strip())
+        return paginator
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str

@@ -2,15 +2,15 @@
 
 Django's admin counts the rows of every list it shows. On a large table that ``COUNT(*)``
 costs more than the page itself, so this paginator never counts without bound: the whole table
-is sized from the database's own statistics, and a filtered list is counted only up to
-:attr:`EstimatedCountPaginator.count_limit` rows ("more than 10,000").
+is sized from the database's own statistics, and a filtered list is read only up to
+:attr:`EstimatedCountPaginator.count_limit` rows ("at least 10,000").
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.db import connections
 from django.db.models import Model, QuerySet
 from django.utils.functional import cached_property
@@ -30,25 +30,54 @@ class EstimatedCountPaginator(_Paginator):
 
     #: An unfiltered table larger than this (by the statistics) is not counted.
     estimate_above = 10_000
-    #: A filtered list is counted up to this many rows, and no further.
+    #: A filtered list is read up to this many rows, and no further.
     count_limit = 10_000
 
     count_kind: Literal["exact", "estimated", "at_least"] = "exact"
+    #: Whether counting keeps the ids it reads, so that the page is then fetched by id. Worth
+    #: it for a search, which no index serves: counting scans the table, and fetching the page
+    #: by the search would scan it again. An indexed filter is counted unordered (cheaper) and
+    #: its page fetched by the filter, as usual.
+    remember_rows = False
+    #: The ids of the list's first ``count_limit + 1`` rows, in order, once counted.
+    found: list[Any] | None = None
+
+    @property
+    def queryset(self) -> QuerySet[Model]:
+        return cast("QuerySet[Model]", self.object_list)
 
     @cached_property
     def count(self) -> int:
-        queryset = cast("QuerySet[Model]", self.object_list)
-        if not queryset.query.where:
-            estimate = estimated_rows(queryset.model, queryset.db)
+        if not self.queryset.query.where:
+            estimate = estimated_rows(self.queryset.model, self.queryset.db)
             if estimate is not None and estimate > self.estimate_above:
                 self.count_kind = "estimated"
                 return estimate
-        # COUNT(*) over a LIMITed subquery: the database stops after count_limit + 1 rows.
-        counted = queryset.order_by().values("pk")[: self.count_limit + 1].count()
+        # The database stops after count_limit + 1 rows.
+        ids = self.queryset.values_list("pk", flat=True)
+        if self.remember_rows:
+            self.found = list(ids[: self.count_limit + 1])
+            counted = len(self.found)
+        else:
+            counted = ids.order_by()[: self.count_limit + 1].count()
         if counted > self.count_limit:
             self.count_kind = "at_least"
             return self.count_limit
         return counted
+
+    def rows(self, bottom: int = 0, top: int | None = None) -> QuerySet[Model]:
+        """Rows ``bottom`` to ``top`` of the list: by id if counting already found them."""
+        if self.found is not None:
+            return self.queryset.filter(pk__in=self.found[bottom:top])
+        return self.queryset[bottom:top]
+
+    def page(self, number: int | str) -> Page[Any]:
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = bottom + self.per_page
+        if top + self.orphans >= self.count:
+            top = self.count
+        return Page(self.rows(bottom, top), number, self)
 
 
 def estimated_rows(model: type[Model], using: str) -> int | None:

@@ -66,7 +66,12 @@ def _print(command: BaseCommand, report: importing.ImportReport, verbosity: int)
     if verbosity < 1:
         return
     verb = "would import" if report.dry_run else "imported"
-    where = "left in place (--keep)" if report.kept else "removed from the old queue"
+    if report.kept:
+        where = "left in place (--keep)"
+    else:
+        where = (
+            "then removed from the old queue" if report.dry_run else "removed from the old queue"
+        )
     command.stdout.write(
         f"{report.source}: {report.found} queued, {verb} {report.imported} "
         f"({where}), {len(report.skipped)} skipped"
