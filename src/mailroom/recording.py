@@ -21,6 +21,7 @@ from .models import Attempt, BackendState, Message, Status
 from .outcomes import Classification, DeliveryResult, RecipientState, Verdict
 from .recording_pg import record_sent
 from .retry import Action, Decision, RetryPolicy, backend_pause
+from .suppression import Drop
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +238,32 @@ def fail_unattempted(message: Message, *, token: str, reason: str) -> bool:
         message.status, message.reason = Status.FAILED, reason
         signals.send(signals.message_failed, Message, message=message, attempt=None, reason=reason)
     return bool(changed)
+
+
+def drop_recipients(drop: Drop, *, token: str) -> bool:
+    """Take suppressed recipients off a claimed message, failing it if none is left.
+
+    Returns True if the message is still to be delivered (to the recipients that are left).
+    """
+    message = drop.message
+    fields: dict[str, object] = {
+        "pending_recipients": drop.pending,
+        "refused_recipients": drop.refused,
+    }
+    if drop.nothing_left:
+        fields.update(status=Status.FAILED, reason=drop.reason, claimed_by="", claimed_until=None)
+    changed = Message.objects.filter(pk=message.pk, claimed_by=token).update(**fields)
+    message.pending_recipients, message.refused_recipients = drop.pending, drop.refused
+    if not changed:
+        return False
+    if drop.nothing_left:
+        message.status, message.reason = Status.FAILED, drop.reason
+        logger.info("mailroom: message %s failed: %s", message.pk, drop.reason)
+        signals.send(
+            signals.message_failed, Message, message=message, attempt=None, reason=drop.reason
+        )
+        return False
+    return True
 
 
 def pause_backend(

@@ -35,8 +35,15 @@ from .delivery import DeliverySession
 from .models import BackendState, Message, Status
 from .outcomes import Classification, DeliveryResult, Verdict
 from .ratelimit import Rate, reserve
-from .recording import Outcome, fail_unattempted, mark_backends_healthy, pause_backend
+from .recording import (
+    Outcome,
+    drop_recipients,
+    fail_unattempted,
+    mark_backends_healthy,
+    pause_backend,
+)
 from .retry import Action, RetryPolicy, decide
+from .suppression import drop_suppressed
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +152,7 @@ class Engine:
             return 0
         stats.batches += 1
         stats.claimed += len(rows)
+        rows = self._without_suppressed(rows, token, stats)
         batch = Batch(
             token=token,
             worker=self.worker_id,
@@ -168,6 +176,22 @@ class Engine:
             stats.verdicts[outcome.classification.verdict.value] += 1
             stats.actions[outcome.decision.action.value] += 1
         return len(rows)
+
+    def _without_suppressed(
+        self, rows: list[Message], token: str, stats: RunStats
+    ) -> list[Message]:
+        """Take recipients suppressed since enqueue off the batch (one lookup for all)."""
+        drops = drop_suppressed(rows)
+        if not drops:
+            return rows
+        kept = []
+        for row in rows:
+            drop = drops.get(row.pk)
+            if drop is None or drop_recipients(drop, token=token):
+                kept.append(row)
+            else:
+                stats.actions[Action.FAIL.value] += 1
+        return kept
 
     def next_wakeup(self, now: datetime, ceiling: float) -> float:
         """Seconds until something may become sendable: a due time or a pause's end.

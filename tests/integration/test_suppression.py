@@ -280,3 +280,19 @@ def test_suppress_and_unsuppress_commands() -> None:
 def test_suppress_command_refuses_what_is_no_address() -> None:
     with pytest.raises(CommandError, match="mailroom suppress"):
         run("suppress", "nonsense")
+
+
+def test_a_recipient_suppressed_after_enqueue_is_dropped_at_delivery(
+    queue_to_smtp, run_send
+) -> None:
+    both = queue("keep@example.com", "gone@example.com")
+    only = queue("gone@example.com")
+    suppression.suppress(["gone@example.com"], reason="hard bounce", source="manual")
+    run_send()
+    both.refresh_from_db()
+    only.refresh_from_db()
+    assert both.status == Status.SENT
+    assert [r for m in queue_to_smtp.messages for r in m.rcpt_tos] == ["keep@example.com"]
+    assert "gone@example.com" in both.refused_recipients
+    assert only.status == Status.FAILED
+    assert "suppressed" in only.reason

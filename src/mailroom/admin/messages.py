@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin
 from django.contrib.admin.views.main import SEARCH_VAR, ChangeList
-from django.core.paginator import Paginator
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
@@ -49,8 +49,8 @@ class MessageChangeList(ChangeList):
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
         if (self.show_all and self.can_show_all) or not self.multi_page:
-            # Django lists the whole queryset here, running the filter again: take the rows
-            # that counting already found instead.
+            # Django lists the whole queryset here, unbounded, and runs a search a second
+            # time: take the rows that counting bounded (or already found) instead.
             self.result_list = cast("EstimatedCountPaginator", self.paginator).rows()
 
 

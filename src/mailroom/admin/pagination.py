@@ -66,10 +66,11 @@ class EstimatedCountPaginator(_Paginator):
         return counted
 
     def rows(self, bottom: int = 0, top: int | None = None) -> QuerySet[Model]:
-        """Rows ``bottom`` to ``top`` of the list: by id if counting already found them."""
+        """Rows ``bottom`` to ``top`` (default: the count) of the list, by id if counting
+        already found them; never an unbounded query."""
         if self.found is not None:
             return self.queryset.filter(pk__in=self.found[bottom:top])
-        return self.queryset[bottom:top]
+        return self.queryset[bottom : self.count if top is None else top]
 
     def page(self, number: int | str) -> Page[Any]:
         number = self.validate_number(number)
