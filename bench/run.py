@@ -10,6 +10,7 @@ The method is ../shared/reference/performance.md's; bench/README.md explains it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -109,6 +110,14 @@ def prepare_databases(dbs: list[str]) -> None:
             run_child("common.migrate", app=app, db=db)
 
 
+def checkpoint(results: dict[str, Any], output: Path) -> None:
+    """What is measured so far, in results/raw/ (not kept in git): a crash late in a long run
+    keeps the figures of its first part."""
+    raw = output / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / "partial.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
@@ -152,9 +161,11 @@ def main(argv: list[str] | None = None) -> None:
         if wanted(args.only_set, "queries"):
             log(f"queries per batch, {db}")
             results.setdefault("queries", {})[db] = suites.queries_suite(db)
+        checkpoint(results, args.output)
         if wanted(args.only_set, "pickup"):
             log(f"pick-up cost at depths {args.depth_list}, {db}")
             results.setdefault("pickup", {})[db] = suites.pickup_suite(db, args.depth_list, APPS)
+            checkpoint(results, args.output)
     results["seconds"] = time.perf_counter() - started
     results["targets"] = report.targets(results, args.dbs)
     path = report.write(results, args.output)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.apps import apps
+from django.core.mail import EmailMessage
 from django.db import transaction
 
 from bench.tasks import installed_app, messages, peak_rss_mb, task
@@ -26,7 +27,7 @@ def _enqueue_mailroom(i: int) -> None:
     from mailroom import enqueue
 
     subject, body, sender, to = _one(i)
-    enqueue(messages.EmailMessage(subject, body, sender, to))
+    enqueue(EmailMessage(subject, body, sender, to))
 
 
 def _enqueue_mailer(i: int) -> None:
@@ -52,7 +53,7 @@ ONE_PER_TRANSACTION: dict[str, Callable[[int], None]] = {
 def _bulk_mailroom_enqueue_many(n: int) -> None:
     from mailroom import enqueue_many
 
-    enqueue_many(messages.EmailMessage(*_one(i)) for i in range(n))
+    enqueue_many(EmailMessage(*_one(i)) for i in range(n))
 
 
 def _bulk_send_mass_mail(n: int) -> None:

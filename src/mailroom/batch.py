@@ -1,15 +1,20 @@
 """One claimed batch in progress: its lease, and the outcomes not yet written down.
 
-How often outcomes are written is the size of the at-least-once window. A message the server
-accepted but whose outcome was not yet written when its worker died will be sent again once
-the lease runs out. With ``FLUSH_EVERY = 1`` (the default) each outcome is written before the
-next message is sent, so a crash can duplicate at most the one message in flight; a larger
-value writes in bulk (fewer queries, faster) and widens that window to as many messages.
+How outcomes are written is the size of the at-least-once window. A message the server
+accepted, whose outcome was not yet written when its worker died, is sent again once its
+lease runs out. With ``FLUSH_EVERY = 1`` (the default) an outcome is written before the next
+message is committed to its server, so one crash duplicates at most the message in flight.
+Where the database allows it, the write happens on a :class:`Writer` thread while the next
+message's SMTP exchange is under way, and :meth:`Batch.settle` (called just before that
+message's final dot) waits for it. A larger ``FLUSH_EVERY`` writes in bulk instead: fewer
+queries, and a window of that many messages.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -28,6 +33,78 @@ T = TypeVar("T")
 #: messages stay claimed meanwhile; if it does give up, their lease expiry returns them.
 DB_RETRY_SECONDS = 60.0
 
+Write = Callable[[list[Outcome]], None]
+
+
+class RecordingFailed(DatabaseError):
+    """The outcomes of delivered messages could not be written to the database.
+
+    A DatabaseError, so that the worker waits for its database and the one-shot command
+    exits non-zero, as for any other database failure.
+    """
+
+
+class Writer:
+    """A thread that writes outcomes, with its own database connection.
+
+    Whatever is waiting when it comes round is written together, so under load the writes
+    group themselves without ever holding back the order the barrier needs.
+    """
+
+    def __init__(self, write: Write) -> None:
+        self._write = write
+        self._queue: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="mailroom-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, outcome: Outcome) -> None:
+        with self._idle:
+            self._raise_error()
+            self._pending += 1
+        self._queue.put(outcome)
+
+    def settle(self) -> None:
+        """Block until everything submitted is written; raise RecordingFailed if it was not."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._pending == 0)
+            self._raise_error()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise RecordingFailed(str(self._error)) from self._error
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                outcomes = [item]
+                while not self._queue.empty():
+                    more = self._queue.get()
+                    if more is None:
+                        self._queue.put(None)
+                        break
+                    outcomes.append(more)
+                try:
+                    self._write(outcomes)
+                except BaseException as exc:
+                    logger.error("mailroom: outcomes could not be written: %s", exc)
+                    with self._idle:
+                        self._error = exc
+                with self._idle:
+                    self._pending -= len(outcomes)
+                    self._idle.notify_all()
+        finally:
+            connection.close()
+
 
 class Batch:
     def __init__(
@@ -40,6 +117,7 @@ class Batch:
         flush_every: int,
         text_limit: int,
         clock: Callable[[], datetime],
+        writer: Callable[[Write], Writer] | None = None,
     ) -> None:
         self.token = token
         self.worker = worker
@@ -50,16 +128,42 @@ class Batch:
         self.unwritten: list[Outcome] = []
         self.written: list[Outcome] = []
         self._renewed_at = claimed_at
+        self._writer = writer(self._write) if writer and self.flush_every == 1 else None
 
     def add(self, outcome: Outcome) -> None:
+        if self._writer is not None:
+            self._writer.submit(outcome)
+            return
         self.unwritten.append(outcome)
         if len(self.unwritten) >= self.flush_every:
             self.flush()
 
+    def settle(self) -> None:
+        """Make sure every outcome added so far is written (the barrier before a commit)."""
+        if self._writer is not None:
+            self._writer.settle()
+        elif self.flush_every == 1:
+            self.flush()
+
     def flush(self) -> None:
-        if not self.unwritten:
+        if self._writer is not None:
+            self._writer.settle()
             return
-        outcomes, self.unwritten = self.unwritten, []
+        if self.unwritten:
+            outcomes, self.unwritten = self.unwritten, []
+            self._write(outcomes)
+
+    def close(self) -> None:
+        """Write what is left and stop the writer thread, if any."""
+        if self._writer is not None:
+            try:
+                self._writer.settle()
+            finally:
+                self._writer.close()
+            return
+        self.flush()
+
+    def _write(self, outcomes: list[Outcome]) -> None:
         with_db_retry(
             lambda: record(
                 outcomes,
@@ -80,6 +184,9 @@ class Batch:
         now = self.clock()
         if (now - self._renewed_at).total_seconds() < self.lease / 3:
             return
+        # The writer's transaction must not be in the way of this one (MySQL would call
+        # the S-to-X lock upgrade on a message row a deadlock).
+        self.settle()
         with_db_retry(
             lambda: Message.objects.filter(claimed_by=self.token, status=Status.SENDING).update(
                 claimed_until=now + timedelta(seconds=self.lease)

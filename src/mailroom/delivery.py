@@ -15,18 +15,25 @@ from __future__ import annotations
 
 import logging
 import smtplib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from . import compat
+from .batch import RecordingFailed
 from .connections import open_backend, uses_smtp_fast_path
 from .models import Message
 from .outcomes import DeliveryResult
 from .serialization import from_payload
+from .smtp_transaction import sendmail
 
 logger = logging.getLogger(__name__)
+
+
+def _nothing() -> None:
+    return None
 
 
 class DeliverySession:
@@ -52,22 +59,44 @@ class DeliverySession:
             # The batch's outcomes are already known; a failing QUIT changes none of them.
             logger.debug("mailroom: closing backend %r failed", self.alias, exc_info=True)
 
-    def deliver(self, row: Message) -> DeliveryResult:
+    def deliver(
+        self, row: Message, *, before_commit: Callable[[], None] = _nothing
+    ) -> DeliveryResult:
+        """Send ``row``; ``before_commit`` runs just before the server is asked to take it.
+
+        Any exception from the backend becomes the result. RecordingFailed (from
+        ``before_commit``: the previous outcome could not be written) is not the message's
+        doing and propagates.
+        """
         recipients = tuple(row.pending)
         try:
             if self.fast_path:
-                return self._deliver_smtp(row, recipients)
+                return self._deliver_smtp(row, recipients, before_commit)
+            before_commit()
             return self._deliver_generic(row, recipients)
+        except RecordingFailed:
+            raise
         except Exception as exc:
             return DeliveryResult(recipients=recipients, error=exc)
 
-    def _deliver_smtp(self, row: Message, recipients: tuple[str, ...]) -> DeliveryResult:
+    def _deliver_smtp(
+        self, row: Message, recipients: tuple[str, ...], before_commit: Callable[[], None]
+    ) -> DeliveryResult:
         backend: Any = self.backend
         mime = bytes(row.mime) if row.mime is not None else compat.render_mime(rebuild(row))
         if backend.connection is None:
             backend.open()
         try:
-            refused = backend.connection.sendmail(row.from_email, list(recipients), mime)
+            refused = sendmail(
+                backend.connection,
+                row.from_email,
+                list(recipients),
+                mime,
+                before_commit=before_commit,
+            )
+        except RecordingFailed:
+            self.close()
+            raise
         except Exception as exc:
             if not _connection_survives(exc):
                 # After a 421 or a disconnect smtplib has closed the socket but Django still
@@ -121,7 +150,7 @@ def _restrict(message: EmailMessage, keep: set[str]) -> None:
     message.bcc = kept(list(message.bcc))
 
 
-def _normalise(refused: dict[str, tuple[int, bytes | str]]) -> dict[str, tuple[int, str]]:
+def _normalise(refused: Mapping[str, tuple[int, bytes | str]]) -> dict[str, tuple[int, str]]:
     return {
         address: (int(code), text.decode("utf-8", "replace") if isinstance(text, bytes) else text)
         for address, (code, text) in (refused or {}).items()

@@ -9,6 +9,7 @@ it is ``mailroom.runner``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -23,11 +24,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import cast
 
+from django.db import connection
 from django.db.models import Min, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .batch import Batch
+from .batch import Batch, Writer
 from .claiming import claim, reclaim_expired, release
 from .classification import Rule, classify
 from .conf import get_settings
@@ -161,16 +163,23 @@ class Engine:
             flush_every=self.settings.flush_every,
             text_limit=self.settings.error_text_limit,
             clock=self.clock,
+            writer=Writer if _can_write_alongside() else None,
         )
         healthy: list[str] = []
         groups = list(_by_backend(rows).items())
-        for position, (alias, group) in enumerate(groups):
-            if stop is not None and stop.is_set():
-                release([m.pk for _, g in groups[position:] for m in g], token=token)
-                break
-            if self._deliver_group(alias, group, batch, stats, stop):
-                healthy.append(alias)
-        batch.flush()
+        try:
+            for position, (alias, group) in enumerate(groups):
+                if stop is not None and stop.is_set():
+                    batch.settle()
+                    release([m.pk for _, g in groups[position:] for m in g], token=token)
+                    break
+                if self._deliver_group(alias, group, batch, stats, stop):
+                    healthy.append(alias)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                batch.close()
+            raise
+        batch.close()
         mark_backends_healthy([a for a in healthy if a in {s.alias for s in states}])
         for outcome in batch.written:
             stats.verdicts[outcome.classification.verdict.value] += 1
@@ -234,10 +243,12 @@ class Engine:
                 return False
             for index, message in enumerate(group):
                 if stop is not None and stop.is_set():
+                    batch.settle()
                     release([m.pk for m in group[index:]], token=batch.token)
                     return True
                 batch.keep_lease()
                 if message.expires_at is not None and message.expires_at <= self.clock():
+                    batch.settle()
                     fail_unattempted(
                         message, token=batch.token, reason="expired before it could be sent"
                     )
@@ -247,11 +258,12 @@ class Engine:
                     if not slots:
                         slots = self._reserve(alias, len(group) - index)
                     if not self._wait_for(slots.pop(0), batch, stop):
+                        batch.settle()
                         release([m.pk for m in group[index:]], token=batch.token)
                         return True
                 now = self.clock()
                 t0 = time.perf_counter()
-                result = session.deliver(message)
+                result = session.deliver(message, before_commit=batch.settle)
                 duration = time.perf_counter() - t0
                 classification = classify(result, rules=self.rules)
                 if classification.verdict.is_backend_fault:
@@ -330,10 +342,19 @@ class Engine:
             # Whatever stops a backend from opening is the backend's fault, not a message's.
             c = replace(c, verdict=Verdict.BACKEND_DOWN, reason=f"cannot connect: {c.reason}")
         batch.add(self._outcome(group[index], result, c, started_at, duration))
-        batch.flush()
+        batch.settle()
         release([m.pk for m in group[index + 1 :]], token=batch.token)
         pause_backend(alias, c, now=self.clock(), policy=self.policy, rng=self.rng)
         stats.paused.add(alias)
+
+
+def _can_write_alongside() -> bool:
+    """Whether outcomes may be written on a second connection while the next message goes.
+
+    Not on SQLite, whose one writer at a time would only make the two wait for each other,
+    and not inside a transaction (a test's, say), which a second connection cannot see into.
+    """
+    return connection.vendor != "sqlite" and not connection.in_atomic_block
 
 
 def _by_backend(rows: list[Message]) -> dict[str, list[Message]]:

@@ -272,6 +272,15 @@ def test_search_finds_a_subject_and_a_message_id_with_or_without_brackets(admin_
     assert shown_ids(admin_client.get(LIST, {"q": other.message_id.strip("<>")})) == {other.pk}
 
 
+def test_a_whole_message_id_is_looked_up_by_its_index_alone(admin_client) -> None:
+    row = queue_message()
+    queries = _list_queries(admin_client, f"{LIST}?q={row.message_id}")
+    searching = [sql for sql in queries if row.message_id in sql]
+    assert searching
+    for sql in searching:
+        assert "LIKE" not in sql.upper(), sql
+
+
 @pytest.mark.parametrize(
     ("query", "expected"),
     [

@@ -8,6 +8,7 @@ change goes through :mod:`mailroom.operations`, as the ``mailroom`` command's do
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 else:
     _MessageAdminBase = admin.ModelAdmin
 
+_MESSAGE_ID = re.compile(r"^<[^<>\s]+@[^<>\s]+>$")
 #: Columns the list never shows: the stored message, possibly megabytes per row.
 _LIST_DEFERRED = ("payload", "mime", "pending_recipients", "refused_recipients")
 
@@ -160,11 +162,15 @@ class MessageAdmin(_MessageAdminBase):
         """One phrase, matched as part of any recipient or of the subject, or a whole Message-ID.
 
         ``recipients`` is a JSON list: its text form is searched, which needs no join and
-        cannot duplicate rows. On PostgreSQL a trigram index on that text makes it fast.
+        cannot duplicate rows. No ordinary index serves a substring search; on PostgreSQL a
+        trigram index makes it fast (see docs/admin.md). A Message-ID pasted whole, in its
+        angle brackets, is looked up by its own index only.
         """
         term = search_term.strip()
         if not term:
             return queryset, False
+        if _MESSAGE_ID.match(term):
+            return queryset.filter(message_id=term), False
         match = Q(recipients__icontains=term) | Q(subject__icontains=term) | Q(message_id=term)
         if not term.startswith("<"):  # Message-IDs are stored in their angle brackets
             match |= Q(message_id=f"<{term}>")
