@@ -6,12 +6,12 @@ VENV := .venv
 VENV61 := .venv-dj61
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test lint test-sqlite test-postgres test-mariadb test-dj61 venv venv61 bench clean
+.PHONY: demo test browser lint test-sqlite test-postgres test-mariadb test-dj61 venv venv61 bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV)/bin/pip install $(PIP_FLAGS) "Django>=5.2,<5.3" -e ".[dev,lint]"
+	$(VENV)/bin/pip install $(PIP_FLAGS) "Django>=5.2,<5.3" -e ".[dev,lint,browser]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -20,7 +20,7 @@ $(VENV61)/.installed: pyproject.toml
 	@if [ -z "$(PY312)" ]; then echo "no Python 3.12 found: cannot build the Django 6.1 environment"; exit 1; fi
 	$(PY312) -m venv $(VENV61)
 	$(VENV61)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV61)/bin/pip install $(PIP_FLAGS) "Django>=6.1,<6.2" -e ".[dev]"
+	$(VENV61)/bin/pip install $(PIP_FLAGS) "Django>=6.1,<6.2" -e ".[dev,browser]"
 	touch $@
 
 venv61: $(VENV61)/.installed
@@ -56,7 +56,11 @@ test-dj61:
 
 # Everything CI checks: lint and types, then the suite on SQLite, PostgreSQL and MariaDB
 # under Django 5.2 (python3), then again under Django 6.1 (Python 3.12).
-test: lint test-sqlite test-postgres test-mariadb test-dj61
+# The admin's browser tests drive Debian's Chromium (installed here if missing).
+browser:
+	bash .ci/install-browser.sh
+
+test: browser lint test-sqlite test-postgres test-mariadb test-dj61
 
 clean:
 	rm -rf $(VENV) $(VENV61) .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import re
 import smtplib
+import socket
 from collections.abc import Callable, Sequence
 
 CRLF = b"\r\n"
@@ -57,6 +58,11 @@ def sendmail(
     code, reply = conn.getreply()
     if code != 354:
         raise smtplib.SMTPDataError(code, reply)
+    # The body and the final dot now go out as two writes; without TCP_NODELAY, Nagle's
+    # algorithm would hold the small second one back until the body is acknowledged
+    # (tens of milliseconds with delayed ACKs) for every message.
+    if conn.sock is not None:
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     body = _LEADING_DOT.sub(b"..", message)
     if body[-2:] != CRLF:
         body += CRLF

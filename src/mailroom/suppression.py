@@ -13,6 +13,7 @@ whole batch, never one per address.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -42,8 +43,15 @@ _LOOKUP_CHUNK = 10_000
 _REASON_PREFIX = "suppressed: "
 
 
+# A bare addr-spec, as stored in a message's envelope: lower-casing it is all normalize() would
+# do, and the delivery-time lookup runs for every recipient of every batch.
+_BARE_ADDR_SPEC = re.compile(r"^[^\s<>\"(),;:\\@]+@[^\s<>\"(),;:\\@]+$")
+
+
 def normalize(address: str) -> str:
     """The form an address is stored and compared in; ValueError if it is no address."""
+    if _BARE_ADDR_SPEC.match(address) and address.isascii():
+        return address.lower()
     envelope = compat.envelope_address(address)
     # Django 5.2's envelope form keeps a display name ("Name <a@b>"); only the addr-spec counts.
     _, spec = parseaddr(envelope)

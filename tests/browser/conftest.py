@@ -1,8 +1,9 @@
 """Playwright driving Debian's Chromium, headless, against pytest-django's live server.
 
 The tests are skipped, saying why, only when Chromium or Playwright is missing; CI installs
-both (``.ci/install-browser.sh`` and the ``browser`` extra). Screenshots go to
-``tests/browser/artifacts/``.
+both (``.ci/install-browser.sh`` and the ``browser`` extra). Chromium is looked for as
+``$MAILROOM_CHROMIUM``, then ``chromium`` on the PATH, then ``/usr/bin/chromium``. Screenshots
+go to ``tests/browser/artifacts/`` (not in git).
 """
 
 from __future__ import annotations
