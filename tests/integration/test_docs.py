@@ -1,0 +1,42 @@
+"""Every Python sample in the README and docs/ runs: a sample that no longer works is a bug.
+
+Settings samples are executed and then checked by mailroom's system checks, so a sample that
+names a setting wrongly fails here too.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+
+from mailroom.checks import check_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+SAMPLES = [
+    pytest.param(code, id=f"{path.name}:{source[: match.start()].count(chr(10)) + 1}")
+    for path in DOCUMENTS
+    for source in [path.read_text()]
+    for match in BLOCK.finditer(source)
+    for code in [match.group(1)]
+]
+
+
+def test_the_docs_have_samples() -> None:
+    assert len(SAMPLES) >= 4
+
+
+@pytest.mark.parametrize("code", SAMPLES)
+def test_sample_runs(code: str) -> None:
+    namespace: dict[str, object] = {"__name__": "docs_sample"}
+    exec(compile(code, "<docs sample>", "exec"), namespace)
+    mailroom_setting = namespace.get("MAILROOM")
+    if isinstance(mailroom_setting, dict):
+        with override_settings(MAILROOM=mailroom_setting):
+            errors = [m for m in check_settings() if m.is_serious()]
+        assert errors == [], errors
