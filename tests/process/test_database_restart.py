@@ -49,7 +49,14 @@ class PrivatePostgres:
     def start(self) -> None:
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
         self._as_postgres(
-            self.bin / "pg_ctl", "-D", self.data, "-o", options, "-l", self.dir / "log", "-w",
+            self.bin / "pg_ctl",
+            "-D",
+            self.data,
+            "-o",
+            options,
+            "-l",
+            self.dir / "log",
+            "-w",
             "start",
         )
 
@@ -58,8 +65,18 @@ class PrivatePostgres:
 
     def destroy(self) -> None:
         subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(self.bin / "pg_ctl"), "-D", str(self.data),
-             "-m", "immediate", "stop"],
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                "immediate",
+                "stop",
+            ],
             capture_output=True,
         )
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -90,6 +107,11 @@ def django(env: dict[str, str], code: str) -> None:
     subprocess.run([sys.executable, "-c", setup + code], env=env, cwd=ROOT, check=True)
 
 
+MIGRATE = """
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+"""
+
 ENQUEUE = """
 from django.core.mail import EmailMessage
 import mailroom
@@ -107,8 +129,7 @@ def test_worker_started_before_the_database_then_through_a_restart(
     try:
         worker.wait_started()
         private_postgres.start()  # the worker was up first, waiting for its database
-        django(env, "from django.core.management import call_command\n"
-                    "call_command('migrate', verbosity=0)")
+        django(env, MIGRATE)
         django(env, ENQUEUE.format(tag="first"))
         wait_until(lambda: smtp_server.count == 10, 60, "delivery once the database is up")
 
