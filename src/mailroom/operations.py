@@ -14,6 +14,7 @@ from django.utils import timezone
 from . import signals
 from .models import BackendState, Message, Status
 from .retention import failed_since
+from .wakeup import notify_workers
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +80,10 @@ def retry_deferred(*, ids: list[int] | None = None, now: datetime | None = None)
     qs = Message.objects.waiting(now)
     if ids is not None:
         qs = qs.filter(pk__in=ids)
-    return qs.update(due_at=now)
+    changed = qs.update(due_at=now)
+    if changed:
+        notify_workers()
+    return changed
 
 
 def retry_failed(*, ids: list[int] | None = None, now: datetime | None = None) -> int:
@@ -92,13 +96,16 @@ def retry_failed(*, ids: list[int] | None = None, now: datetime | None = None) -
     qs = Message.objects.filter(status=Status.FAILED)
     if ids is not None:
         qs = qs.filter(pk__in=ids)
-    return qs.update(
+    changed = qs.update(
         status=Status.QUEUED,
         attempts=0,
         budget_since=now,  # the age budget starts again too
         due_at=now,
         reason="requeued by an operator",
     )
+    if changed:
+        notify_workers()
+    return changed
 
 
 def resume_backends(aliases: list[str] | None = None) -> list[str]:
@@ -110,6 +117,8 @@ def resume_backends(aliases: list[str] | None = None) -> list[str]:
     qs.update(paused_until=None, failures=0, verdict="", reason="")
     for alias in resumed:
         signals.send(signals.backend_resumed, BackendState, alias=alias)
+    if resumed:
+        notify_workers()
     return resumed
 
 

@@ -12,6 +12,9 @@ slow side, never the fast one.
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -64,3 +67,41 @@ def reserve(alias: str, rate: Rate, count: int, now: datetime) -> list[datetime]
     start = end - span
     step = timedelta(seconds=rate.interval)
     return [start + step * j for j in range(count)]
+
+
+class Throttle:
+    """The send slots one batch holds for a rate-limited backend."""
+
+    def __init__(self, alias: str, rate: Rate, clock: Callable[[], datetime]) -> None:
+        self.alias = alias
+        self.rate = rate
+        self.clock = clock
+        self._slots: list[datetime] = []
+
+    def wait_turn(
+        self,
+        remaining: int,
+        *,
+        stop: threading.Event | None,
+        keep_alive: Callable[[], None],
+    ) -> bool:
+        """Sleep until the next slot is due; False if asked to stop meanwhile.
+
+        About one second's worth of slots is reserved at a time: few round trips, and little
+        is wasted if the worker stops with slots in hand. ``keep_alive`` runs while waiting
+        (it renews the batch's lease).
+        """
+        if not self._slots:
+            count = max(1, min(remaining, int(self.rate.per_second)))
+            self._slots = reserve(self.alias, self.rate, count, self.clock())
+        slot = self._slots.pop(0)
+        while True:
+            delay = (slot - self.clock()).total_seconds()
+            if delay <= 0:
+                return True
+            keep_alive()
+            if stop is not None:
+                if stop.wait(min(delay, 1.0)):
+                    return False
+            else:
+                time.sleep(min(delay, 1.0))

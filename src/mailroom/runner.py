@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from .claiming import reclaim_expired
 from .conf import get_settings
-from .wakeup import Waiter
+from .wakeup import Waiter, next_wakeup
 from .worker import Engine, RunStats, make_worker_id
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class Worker:
                         continue
                     if self.burst:
                         return
-                    self.waiter.wait(engine.next_wakeup(timezone.now(), self.poll_interval))
+                    self.waiter.wait(next_wakeup(timezone.now(), self.poll_interval))
                     failing_since = None
                 except DatabaseError as exc:
                     failing_since = failing_since or time.monotonic()

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime
 from typing import Any
 
 from django.db import connection
+from django.db.models import Min
+
+from .models import BackendState, Message, Status
 
 logger = logging.getLogger(__name__)
 
@@ -85,3 +89,23 @@ def notify_workers() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f"NOTIFY {CHANNEL}")
+
+
+def next_wakeup(now: datetime, ceiling: float) -> float:
+    """Seconds until something may become sendable: a due time or a pause's end.
+
+    Lets an idle worker sleep exactly as long as it can, never spinning while the queue
+    is empty or its only due mail belongs to a paused backend.
+    """
+    paused = dict(
+        BackendState.objects.filter(paused_until__gt=now).values_list("alias", "paused_until")
+    )
+    due = (
+        Message.objects.filter(status=Status.QUEUED)
+        .exclude(backend__in=list(paused))
+        .aggregate(first=Min("due_at"))["first"]
+    )
+    moments = [m for m in (due, *paused.values()) if m is not None]
+    if not moments:
+        return ceiling
+    return float(max(0.05, min(ceiling, (min(moments) - now).total_seconds())))

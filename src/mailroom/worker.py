@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import cast
 
 from django.db import connection
-from django.db.models import Min, Q
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -34,9 +34,9 @@ from .claiming import claim, reclaim_expired, release
 from .classification import Rule, classify
 from .conf import get_settings
 from .delivery import DeliverySession
-from .models import BackendState, Message, Status
+from .models import BackendState, Message
 from .outcomes import Classification, DeliveryResult, Verdict
-from .ratelimit import Rate, reserve
+from .ratelimit import Rate, Throttle
 from .recording import (
     Outcome,
     drop_recipients,
@@ -202,25 +202,6 @@ class Engine:
                 stats.actions[Action.FAIL.value] += 1
         return kept
 
-    def next_wakeup(self, now: datetime, ceiling: float) -> float:
-        """Seconds until something may become sendable: a due time or a pause's end.
-
-        Lets an idle worker sleep exactly as long as it can, never spinning while the queue
-        is empty or its only due mail belongs to a paused backend.
-        """
-        paused = dict(
-            BackendState.objects.filter(paused_until__gt=now).values_list("alias", "paused_until")
-        )
-        due = (
-            Message.objects.filter(status=Status.QUEUED)
-            .exclude(backend__in=list(paused))
-            .aggregate(first=Min("due_at"))["first"]
-        )
-        moments = [m for m in (due, *paused.values()) if m is not None]
-        if not moments:
-            return ceiling
-        return float(max(0.05, min(ceiling, (min(moments) - now).total_seconds())))
-
     def _deliver_group(
         self,
         alias: str,
@@ -231,7 +212,8 @@ class Engine:
     ) -> bool:
         """Deliver one backend's share of the batch. Returns True if the backend was healthy."""
         session = DeliverySession(alias)
-        slots: list[datetime] = []
+        rate = self.rates.get(alias)
+        throttle = Throttle(alias, rate, self.clock) if rate else None
         try:
             opened_at, t0 = self.clock(), time.perf_counter()
             try:
@@ -254,13 +236,12 @@ class Engine:
                     )
                     stats.actions[Action.FAIL.value] += 1
                     continue
-                if alias in self.rates:
-                    if not slots:
-                        slots = self._reserve(alias, len(group) - index)
-                    if not self._wait_for(slots.pop(0), batch, stop):
-                        batch.settle()
-                        release([m.pk for m in group[index:]], token=batch.token)
-                        return True
+                if throttle and not throttle.wait_turn(
+                    len(group) - index, stop=stop, keep_alive=batch.keep_lease
+                ):
+                    batch.settle()
+                    release([m.pk for m in group[index:]], token=batch.token)
+                    return True
                 now = self.clock()
                 t0 = time.perf_counter()
                 result = session.deliver(message, before_commit=batch.settle)
@@ -275,26 +256,6 @@ class Engine:
             return True
         finally:
             session.close()
-
-    def _reserve(self, alias: str, wanted: int) -> list[datetime]:
-        rate = self.rates[alias]
-        # Reserve about one second's worth at a time: few round trips, little waste if the
-        # worker stops with slots in hand.
-        count = max(1, min(wanted, int(rate.per_second)))
-        return reserve(alias, rate, count, self.clock())
-
-    def _wait_for(self, slot: datetime, batch: Batch, stop: threading.Event | None) -> bool:
-        """Sleep until ``slot``; False if asked to stop meanwhile."""
-        while True:
-            delay = (slot - self.clock()).total_seconds()
-            if delay <= 0:
-                return True
-            batch.keep_lease()
-            if stop is not None:
-                if stop.wait(min(delay, 1.0)):
-                    return False
-            else:
-                time.sleep(min(delay, 1.0))
 
     def _outcome(
         self,
