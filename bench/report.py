@@ -43,21 +43,25 @@ def _all(values: Sequence[bool | None]) -> bool | None:
     return all(known) if known else None
 
 
+#: Per database: the figure as shown, and whether it meets the target (None: not judged).
+Values = dict[str, tuple[str, bool | None]]
+
+
 # -- the targets ---------------------------------------------------------------------------------
 
 
 def targets(results: dict[str, Any], dbs: Sequence[str]) -> list[dict[str, Any]]:
     """Each target of issue #4 with the value measured on each database and whether it holds."""
-    out = []
+    out: list[dict[str, Any]] = []
 
-    def add(what: str, target: str, values: dict[str, tuple[str, bool | None]]) -> None:
+    def add(what: str, target: str, values: Values) -> None:
         out.append({"what": what, "target": target, "values": values})
 
     for key, what, goal in (
         ("mailroom-send", "Send, one process (x raw smtplib, 1 connection)", 0.95),
         ("mailroom-worker", "Send, more than one connection (x raw)", 1.4),
     ):
-        values = {}
+        values: Values = {}
         for db in dbs:
             row = results.get("send", {}).get(db, {}).get("summary", {}).get(key)
             if row is None:
@@ -79,7 +83,8 @@ def targets(results: dict[str, Any], dbs: Sequence[str]) -> list[dict[str, Any]]
                 values[db] = (_ratio(row["ratio"]), row["ratio"] >= goal)
         add(what, f"≥ {goal:g}", values)
 
-    claim_values, memory_values = {}, {}
+    claim_values: Values = {}
+    memory_values: Values = {}
     for db in dbs:
         depths = results.get("pickup", {}).get(db, {}).get("mailroom", {})
         measured = {int(d): v for d, v in depths.items() if "claim_seconds" in v}
@@ -95,7 +100,7 @@ def targets(results: dict[str, Any], dbs: Sequence[str]) -> list[dict[str, Any]]
     add("Pick-up of a batch at 1,000,000 queued (x at 1,000)", "≤ 1.2", claim_values)
     add("Worker peak memory across queue depths (max - min)", "≤ 10 MB", memory_values)
 
-    query_values = {}
+    query_values: Values = {}
     for db in dbs:
         q = results.get("queries", {}).get(db)
         if q is None:
@@ -109,8 +114,8 @@ def targets(results: dict[str, Any], dbs: Sequence[str]) -> list[dict[str, Any]]
         "constant",
         query_values,
     )
-    for target in out:
-        target["met"] = _all([ok for _, ok in target["values"].values()])
+    for row in out:
+        row["met"] = _all([ok for _, ok in row["values"].values()])
     return out
 
 

@@ -76,14 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def selected_send(only: set[str], configs: tuple[SendConfig, ...], suite: str) -> list[SendConfig]:
-    """The configurations of a suite that ``--only`` asks for (raw smtplib always: baseline)."""
-    if not only or suite in only:
-        return list(configs)
-    chosen = [c for c in configs if c.key in only]
-    if not chosen:
-        return []
-    return [c for c in configs if c.key == RAW or c in chosen]
+def selected_send(only: set[str]) -> list[SendConfig]:
+    """The send configurations ``--only`` asks for (raw smtplib always: the baseline)."""
+    if not only or "send" in only:
+        return list(SEND)
+    chosen = [c for c in SEND if c.key in only]
+    return [c for c in SEND if c.key == RAW or c in chosen] if chosen else []
 
 
 def selected_enqueue(only: set[str]) -> list[EnqueueConfig]:
@@ -138,8 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     log(f"mailroom benchmarks: {command}")
     prepare_databases(args.dbs)
-    send_configs = selected_send(args.only_set, SEND, "send")
-    big_configs = selected_send(args.only_set, BIG, "big")
+    send_configs = selected_send(args.only_set)
+    big_configs = list(BIG) if wanted(args.only_set, "big") else []
     enqueue_configs = selected_enqueue(args.only_set)
     for db in args.dbs:
         if send_configs:

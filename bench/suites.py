@@ -32,8 +32,9 @@ def log(text: str) -> None:
 
 
 def rotated(items: Sequence[C], round_no: int) -> list[C]:
-    k = round_no % len(items)
-    return [*items[k:], *items[:k]]
+    order = list(items)
+    k = round_no % len(order)
+    return order[k:] + order[:k]
 
 
 def alternate(

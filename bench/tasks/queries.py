@@ -6,16 +6,56 @@ Counted with the settings as shipped, and again with ``FLUSH_EVERY`` set to the 
 
 from __future__ import annotations
 
+import threading
+from types import TracebackType
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
-from django.test.utils import CaptureQueriesContext, override_settings
+from django.db import connections
+from django.db.backends.signals import connection_created
+from django.test.utils import override_settings
 
 from bench.tasks import messages, task
 from bench.tasks.common import flush_tables
 
 ATTEMPT_INSERT = 'INSERT INTO "mailroom_attempt"'
+
+
+class StatementsOnEveryConnection:
+    """What ``CaptureQueriesContext`` records (statements, BEGIN, COMMIT), on every connection.
+
+    ``CaptureQueriesContext`` watches one connection; the engine may write outcomes from a
+    thread of its own, with a connection of its own. Query logging is switched on for each
+    connection open now and for each one opened meanwhile (Django's ``connection_created``).
+    """
+
+    def __init__(self) -> None:
+        self._watched: list[tuple[Any, int]] = []
+        self._lock = threading.Lock()
+        self.statements: list[str] = []
+
+    def _watch(self, conn: Any) -> None:
+        with self._lock:
+            conn.force_debug_cursor = True
+            self._watched.append((conn, len(conn.queries_log)))
+
+    def _on_created(self, sender: Any, connection: Any, **kwargs: Any) -> None:
+        if all(conn is not connection for conn, _ in self._watched):
+            self._watch(connection)
+
+    def __enter__(self) -> StatementsOnEveryConnection:
+        for conn in connections.all(initialized_only=True):
+            self._watch(conn)
+        connection_created.connect(self._on_created)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType
+    ) -> None:
+        connection_created.disconnect(self._on_created)
+        for conn, start in self._watched:
+            self.statements += [q["sql"] for q in list(conn.queries_log)[start:]]
+            conn.force_debug_cursor = False
 
 
 def _count_one_batch(size: int) -> tuple[int, int]:
@@ -26,14 +66,15 @@ def _count_one_batch(size: int) -> tuple[int, int]:
 
     flush_tables()
     enqueue_many(messages.build_many(size))
-    with CaptureQueriesContext(connection) as queries:
+    with StatementsOnEveryConnection() as queries:
         claimed = Engine(batch_size=size).run_batch(RunStats())
     sent = Message.objects.filter(status="sent").count()
     if claimed != size or sent != size:
         raise AssertionError(f"batch of {size}: claimed {claimed}, sent {sent}")
     # SQLite: Django splits a bulk INSERT above 999 parameters, so the attempts of a big
     # batch take several INSERTs; everything else must stay the same.
-    return len(queries), sum(q["sql"].startswith(ATTEMPT_INSERT) for q in queries)
+    statements = queries.statements
+    return len(statements), sum(sql.startswith(ATTEMPT_INSERT) for sql in statements)
 
 
 def _has_flush_every() -> bool:

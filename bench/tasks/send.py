@@ -60,7 +60,7 @@ def _connection_worker(
 def raw_smtplib(n: int, shape: str = "plain", connections: int = 1) -> dict[str, Any]:
     """Pre-rendered bytes through ``smtplib.sendmail``: the floor any queue adds cost to."""
     rendered = _rendered(n, shape)
-    port = settings.SMTP_PORT
+    port = settings.EMAIL_PORT
     if connections == 1:
         t0 = time.perf_counter()
         sent = _send_rendered(port, rendered)
@@ -88,7 +88,7 @@ def raw_smtplib(n: int, shape: str = "plain", connections: int = 1) -> dict[str,
 def django_smtp(n: int, shape: str = "plain") -> dict[str, Any]:
     """Django's SMTP backend, no queue: ``send_messages`` over one open connection."""
     batch = messages.build_many(n, shape)
-    backend = get_connection(SMTP_BACKEND, host="127.0.0.1", port=settings.SMTP_PORT)
+    backend = get_connection(SMTP_BACKEND, host="127.0.0.1", port=settings.EMAIL_PORT)
     t0 = time.perf_counter()
     with backend:
         sent = backend.send_messages(batch)

@@ -8,6 +8,7 @@ else in mailroom calls these helpers instead of testing ``django.VERSION`` itsel
 from __future__ import annotations
 
 import email.policy
+import re
 from typing import Any
 
 import django
@@ -30,6 +31,10 @@ def envelope_address(address: str, encoding: str | None = None) -> str:
     Raises ValueError for an address that cannot be sent (CR/LF injection, several mailboxes,
     parser defects), so that enqueue can refuse it before anything is stored.
     """
+    if _PLAIN_ADDR_SPEC.match(address):
+        # What both Django versions return for a plain ASCII addr-spec is the address itself;
+        # parsing it (the slow part of enqueueing) would only say so again.
+        return address
     if DJANGO_6:
         # prep_address() does not use the instance; an unconfigured one avoids reading
         # EMAIL_* settings, which raise once MAILERS is defined.
@@ -41,6 +46,13 @@ def envelope_address(address: str, encoding: str | None = None) -> str:
 
 
 _PREP_SELF: Any = object()
+
+# A plain ASCII addr-spec: a dot-atom local part and a domain of letters, digits, hyphens and
+# dots. Nothing here can need quoting, encoding or IDNA, nor carry CR/LF.
+_PLAIN_ADDR_SPEC = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
 
 
 def render_mime(message: EmailMessage) -> bytes:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Any
 
 from django.db import connection
+from django.db.models.signals import post_save
 
 from . import compat
 from .conf import get_settings
@@ -100,6 +102,7 @@ def suppress(
     """
     source = SuppressionSource(source)
     wanted = sorted({normalize(address) for address in addresses})
+    _forget_emptiness()
     if not wanted:
         return []
     existing = set(Suppression.objects.filter(address__in=wanted).values_list("address", flat=True))
@@ -188,6 +191,33 @@ def drop_suppressed(rows: Sequence[Message]) -> dict[int, Drop]:
     return drops
 
 
+# Most sites have an empty suppression list, and a lookup on every enqueue would be a round
+# trip for nothing. Once the list is seen empty, enqueue skips the lookup for a few seconds.
+# An address another process suppresses meanwhile is still caught: delivery looks again.
+_EMPTY_FOR_SECONDS = 5.0
+_empty_until = 0.0
+
+
+def _known_empty() -> bool:
+    global _empty_until
+    now = time.monotonic()
+    if now < _empty_until:
+        return True
+    if Suppression.objects.exists():
+        return False
+    _empty_until = now + _EMPTY_FOR_SECONDS
+    return True
+
+
+def _forget_emptiness(**_: Any) -> None:
+    global _empty_until
+    _empty_until = 0.0
+
+
+# An entry saved any other way (the admin, the shell) is seen at once by this process too.
+post_save.connect(_forget_emptiness, sender=Suppression, dispatch_uid="mailroom-suppression")
+
+
 def apply_at_enqueue(rows: Sequence[Message]) -> list[Message]:
     """Drop suppressed recipients from rows about to be inserted. Returns the rows that are left
     with no recipient, now ``failed`` (they are still stored: nothing is lost).
@@ -196,6 +226,8 @@ def apply_at_enqueue(rows: Sequence[Message]) -> list[Message]:
     path and the generic one (which restricts to/cc/bcc to the pending envelope) leave the
     suppressed out, while the headers still show the To and Cc the sender wrote.
     """
+    if _known_empty():
+        return []
     found = suppressed({address for row in rows for address in row.recipients})
     failed = []
     for row in rows if found else ():

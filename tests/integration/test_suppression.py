@@ -126,7 +126,8 @@ def test_one_lookup_per_enqueue_call_whatever_the_number_of_messages(
 ) -> None:
     suppression.suppress(["r3@example.com"], reason="r")
     messages = [EmailMessage("S", "B", "a@example.com", [f"r{i}@example.com"]) for i in range(20)]
-    with django_assert_num_queries(2):  # the lookup, the insert
+    # Is the list empty? (it is not), the lookup of all 20 recipients, the insert.
+    with django_assert_num_queries(3):
         rows = mailroom.enqueue_many(messages)
     assert [r.status for r in rows].count(Status.FAILED) == 1
 
@@ -296,3 +297,12 @@ def test_a_recipient_suppressed_after_enqueue_is_dropped_at_delivery(
     assert "gone@example.com" in both.refused_recipients
     assert only.status == Status.FAILED
     assert "suppressed" in only.reason
+
+
+def test_an_empty_list_costs_enqueue_no_lookup_for_a_while(django_assert_num_queries) -> None:
+    message = EmailMessage("S", "B", "a@example.com", ["x@example.com"])
+    mailroom.enqueue(message)  # finds the list empty
+    with django_assert_num_queries(1):  # the insert alone
+        mailroom.enqueue(message)
+    suppression.suppress(["x@example.com"], reason="r")
+    assert mailroom.enqueue(message).status == Status.FAILED
