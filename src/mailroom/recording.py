@@ -208,24 +208,18 @@ def _apply_in_memory(outcomes: Sequence[Outcome], now: datetime) -> None:
 
 def _signal(outcomes: Sequence[Outcome], attempts: Sequence[Attempt]) -> None:
     for outcome, attempt in zip(outcomes, attempts, strict=False):
-        action = outcome.decision.action
+        action, message = outcome.decision.action, outcome.message
         if action is Action.MARK_SENT:
-            signals.send(signals.message_sent, Message, message=outcome.message, attempt=attempt)
+            signals.send(signals.message_sent, Message, message=message, attempt=attempt)
         elif action is Action.RETRY_LATER:
+            due_at = outcome.decision.due_at
             signals.send(
-                signals.retry_scheduled,
-                Message,
-                message=outcome.message,
-                attempt=attempt,
-                due_at=outcome.decision.due_at,
+                signals.retry_scheduled, Message, message=message, attempt=attempt, due_at=due_at
             )
         elif action is Action.FAIL:
+            reason = outcome.decision.reason
             signals.send(
-                signals.message_failed,
-                Message,
-                message=outcome.message,
-                attempt=attempt,
-                reason=outcome.decision.reason,
+                signals.message_failed, Message, message=message, attempt=attempt, reason=reason
             )
 
 

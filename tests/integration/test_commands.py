@@ -105,15 +105,10 @@ def test_resume_lifts_a_named_backend_or_all() -> None:
     assert BackendState.objects.get(alias="esp").paused_until is None
 
 
-def test_send_with_no_database_exits_non_zero() -> None:
-    """A real process, pointed at a PostgreSQL port where nothing listens."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "MAILROOM_TEST_DB": "postgres",
-        "MAILROOM_PG_PORT": "1",
-    }
-    proc = subprocess.run(
+def send_in_a_process(**environment: str) -> subprocess.CompletedProcess[str]:
+    """``manage.py mailroom send`` as a real process, with the test settings and ``environment``."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **environment}
+    return subprocess.run(
         [sys.executable, "-m", "django", "mailroom", "send"],
         env=env,
         capture_output=True,
@@ -121,23 +116,16 @@ def test_send_with_no_database_exits_non_zero() -> None:
         timeout=60,
         cwd=ROOT,
     )
+
+
+def test_send_with_no_database_exits_non_zero() -> None:
+    """Pointed at a PostgreSQL port where nothing listens."""
+    proc = send_in_a_process(MAILROOM_TEST_DB="postgres", MAILROOM_PG_PORT="1")
     assert proc.returncode == 1
     assert "database cannot be used" in proc.stderr
 
 
 def test_send_with_bad_settings_exits_non_zero() -> None:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "MAILROOM_TEST_BAD_SETTINGS": "1",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "django", "mailroom", "send"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    proc = send_in_a_process(MAILROOM_TEST_BAD_SETTINGS="1")
     assert proc.returncode == 1
     assert "mailroom.E006" in proc.stderr
