@@ -16,6 +16,7 @@ import base64
 import datetime
 import email
 import email.policy
+import functools
 import math
 from collections.abc import Callable, Mapping
 from email.charset import Charset
@@ -238,12 +239,22 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def _is_unset(value: object) -> bool:
+@functools.cache
+def _anymail_unset() -> object:
+    """django-anymail's default for every AnymailMessage attribute, or a stand-in without it.
+
+    Looked up once: a failed import is not cached by Python, and this is asked a dozen
+    times for every message enqueued.
+    """
     try:
-        from anymail.utils import UNSET  # the default of every AnymailMessage attribute
+        from anymail.utils import UNSET
     except ImportError:
-        return value is _ABSENT
-    return value is _ABSENT or value is UNSET
+        return _ABSENT
+    return UNSET
+
+
+def _is_unset(value: object) -> bool:
+    return value is _ABSENT or value is _anymail_unset()
 
 
 def _anymail_extras(message: EmailMessage) -> dict[str, Any]:
