@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 SECRET_KEY = "mailroom-bench-workers"
+TIME_ZONE = "UTC"
 USE_TZ = True
 DEFAULT_FROM_EMAIL = "bench@example.com"
 INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "mailroom"]

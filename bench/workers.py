@@ -159,7 +159,7 @@ def main() -> None:
     lines = [
         "# Workers at scale (PostgreSQL, sink waiting 20 ms per message)",
         "",
-        f"Command: `.venv/bin/python bench/workers.py`, {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"Command: `.venv/bin/python bench/workers.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} CPUs.",
         "",
         "| measurement | figure |",
