@@ -156,11 +156,11 @@ def main() -> None:
     figures["rate_limit"] = rate_limited()
     SINK.stop()
     one_proc, one_thread = figures["processes"][1], figures["threads"][1]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
         "# Workers at scale (PostgreSQL, sink waiting 20 ms per message)",
         "",
-        f"Command: `.venv/bin/python bench/workers.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"{os.cpu_count()} CPUs.",
+        f"Command: `.venv/bin/python bench/workers.py`, {when}, {os.cpu_count()} CPUs.",
         "",
         "| measurement | figure |",
         "|---|---|",
