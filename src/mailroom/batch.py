@@ -4,7 +4,7 @@ How outcomes are written is the size of the at-least-once window. A message the 
 accepted, whose outcome was not yet written when its worker died, is sent again once its
 lease runs out. With ``FLUSH_EVERY = 1`` (the default) an outcome is written before the next
 message is committed to its server, so one crash duplicates at most the message in flight.
-Where the database allows it, the write happens on a :class:`Writer` thread while the next
+Outside a transaction, the write happens on a :class:`Writer` thread while the next
 message's SMTP exchange is under way, and :meth:`Batch.settle` (called just before that
 message's final dot) waits for it. A larger ``FLUSH_EVERY`` writes in bulk instead: fewer
 queries, and a window of that many messages.

@@ -312,10 +312,12 @@ class Engine:
 def _can_write_alongside() -> bool:
     """Whether outcomes may be written on a second connection while the next message goes.
 
-    Not on SQLite, whose one writer at a time would only make the two wait for each other,
-    and not inside a transaction (a test's, say), which a second connection cannot see into.
+    Not inside a transaction (a test's, say), which a second connection cannot see into. On
+    SQLite too: the delivery thread writes nothing while the writer commits (it settles the
+    writer first), so the two never wait on SQLite's single write lock, and the commit's
+    fsync overlaps the next message's SMTP exchange.
     """
-    return connection.vendor != "sqlite" and not connection.in_atomic_block
+    return not connection.in_atomic_block
 
 
 def _by_backend(rows: list[Message]) -> dict[str, list[Message]]:
