@@ -32,11 +32,6 @@ class Verdict(str, enum.Enum):
     def is_backend_fault(self) -> bool:
         return self in (Verdict.BACKEND_DOWN, Verdict.BACKEND_MISCONFIGURED)
 
-    @property
-    def charges_attempt(self) -> bool:
-        """Whether an attempt with this verdict counts against the message's retry budget."""
-        return not self.is_backend_fault
-
 
 class RecipientState(str, enum.Enum):
     SENT = "sent"

@@ -45,29 +45,46 @@ def record(
     if not outcomes:
         return []
     attempts = [_attempt(o, worker=worker, text_limit=text_limit) for o in outcomes]
-    plain_sent = [
+    plain_sent = {
         o.message.pk
         for o in outcomes
         if o.decision.action is Action.MARK_SENT
         and not _has_failed_recipients(o)
         and not o.message.refused_recipients
-    ]
+    }
     if connection.vendor == "postgresql" and len(plain_sent) == len(outcomes):
-        moved = record_sent(attempts, plain_sent, token=token, now=now)
-        if moved != len(plain_sent):
-            logger.warning(
-                "mailroom: %d of %d sent messages had lost their lease before being recorded",
-                len(plain_sent) - moved,
-                len(plain_sent),
-            )
-        _apply_in_memory(outcomes, now)
-        _signal(outcomes, attempts)
-        return attempts
+        moved = record_sent(attempts, list(plain_sent), token=token, now=now)
+    else:
+        moved = _record_in_a_transaction(outcomes, attempts, plain_sent, token=token, now=now)
+    if moved != len(plain_sent):
+        logger.warning(
+            "mailroom: %d of %d sent messages had lost their lease before being recorded",
+            len(plain_sent) - moved,
+            len(plain_sent),
+        )
+    _apply_in_memory(outcomes, now)
+    _signal(outcomes, attempts)
+    return attempts
+
+
+def _record_in_a_transaction(
+    outcomes: Sequence[Outcome],
+    attempts: Sequence[Attempt],
+    plain_sent: set[int],
+    *,
+    token: str,
+    now: datetime,
+) -> int:
+    """The general path: attempts in bulk, plain sends in one UPDATE, the rest one by one.
+
+    Returns how many of ``plain_sent`` were moved to sent (fewer if a lease was lost).
+    """
+    moved = 0
     with transaction.atomic():
         _commit_without_waiting_for_disk()
         Attempt.objects.bulk_create(attempts)
         if plain_sent:
-            Message.objects.filter(pk__in=plain_sent, claimed_by=token).update(
+            moved = Message.objects.filter(pk__in=plain_sent, claimed_by=token).update(
                 status=Status.SENT,
                 sent_at=now,
                 last_attempt_at=now,
@@ -78,12 +95,9 @@ def record(
                 claimed_until=None,
             )
         for outcome in outcomes:
-            if outcome.message.pk in plain_sent:
-                continue
-            _update_one(outcome, token=token, now=now)
-    _apply_in_memory(outcomes, now)
-    _signal(outcomes, attempts)
-    return attempts
+            if outcome.message.pk not in plain_sent:
+                _update_one(outcome, token=token, now=now)
+    return moved
 
 
 def _commit_without_waiting_for_disk() -> None:
