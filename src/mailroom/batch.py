@@ -4,10 +4,11 @@ How outcomes are written is the size of the at-least-once window. A message the 
 accepted, whose outcome was not yet written when its worker died, is sent again once its
 lease runs out. With ``FLUSH_EVERY = 1`` (the default) an outcome is written before the next
 message is committed to its server, so one crash duplicates at most the message in flight.
-Outside a transaction, the write happens on a :class:`Writer` thread while the next
-message's SMTP exchange is under way, and :meth:`Batch.settle` (called just before that
-message's final dot) waits for it. A larger ``FLUSH_EVERY`` writes in bulk instead: fewer
-queries, and a window of that many messages.
+Outside a transaction, the write happens while the next message's SMTP exchange is under
+way (on a :class:`Writer` thread, or on PostgreSQL sent without waiting: ``pipelined``), and
+:meth:`Batch.settle` (called just before that message's bytes and final dot) waits for it.
+A larger ``FLUSH_EVERY`` writes in bulk instead: fewer queries, and a window of that many
+messages.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from django.db import DatabaseError, close_old_connections, connection
 
@@ -33,8 +34,6 @@ T = TypeVar("T")
 #: messages stay claimed meanwhile; if it does give up, their lease expiry returns them.
 DB_RETRY_SECONDS = 60.0
 
-Write = Callable[[list[Outcome]], None]
-
 
 class RecordingFailed(DatabaseError):
     """The outcomes of delivered messages could not be written to the database.
@@ -44,6 +43,14 @@ class RecordingFailed(DatabaseError):
     """
 
 
+class OutcomeWriter(Protocol):
+    """Writes outcomes while the next message goes; ``settle`` is the barrier."""
+
+    def submit(self, outcome: Outcome) -> None: ...
+    def settle(self) -> None: ...
+    def close(self) -> None: ...
+
+
 class Writer:
     """A thread that writes outcomes, with its own database connection.
 
@@ -51,8 +58,8 @@ class Writer:
     group themselves without ever holding back the order the barrier needs.
     """
 
-    def __init__(self, write: Write) -> None:
-        self._write = write
+    def __init__(self, batch: Batch) -> None:
+        self._write = batch.write_now
         self._queue: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
         self._idle = threading.Condition()
         self._pending = 0
@@ -117,7 +124,7 @@ class Batch:
         flush_every: int,
         text_limit: int,
         clock: Callable[[], datetime],
-        writer: Callable[[Write], Writer] | None = None,
+        writer: Callable[[Batch], OutcomeWriter] | None = None,
     ) -> None:
         self.token = token
         self.worker = worker
@@ -128,7 +135,8 @@ class Batch:
         self.unwritten: list[Outcome] = []
         self.written: list[Outcome] = []
         self._renewed_at = claimed_at
-        self._writer = writer(self._write) if writer and self.flush_every == 1 else None
+        self._writer = writer(self) if writer and self.flush_every == 1 else None
+        self._deferred: Callable[[], Outcome] | None = None
 
     def add(self, outcome: Outcome) -> None:
         if self._writer is not None:
@@ -138,14 +146,32 @@ class Batch:
         if len(self.unwritten) >= self.flush_every:
             self.flush()
 
+    def defer(self, conclude: Callable[[], Outcome]) -> None:
+        """Add the outcome ``conclude`` makes later, at :meth:`conclude_deferred` at the latest.
+
+        For a message the server took: classifying it, deciding and starting its write can
+        wait until the next message's first command is on its way, so that the work is done
+        while the server reads it instead of between two messages. Every :meth:`settle`
+        concludes first, so the barrier still covers it.
+        """
+        self.conclude_deferred()
+        self._deferred = conclude
+
+    def conclude_deferred(self) -> None:
+        if self._deferred is not None:
+            conclude, self._deferred = self._deferred, None
+            self.add(conclude())
+
     def settle(self) -> None:
         """Make sure every outcome added so far is written (the barrier before a commit)."""
+        self.conclude_deferred()
         if self._writer is not None:
             self._writer.settle()
         elif self.flush_every == 1:
             self.flush()
 
     def flush(self) -> None:
+        self.conclude_deferred()
         if self._writer is not None:
             self._writer.settle()
             return
@@ -155,6 +181,7 @@ class Batch:
 
     def close(self) -> None:
         """Write what is left and stop the writer thread, if any."""
+        self.conclude_deferred()
         if self._writer is not None:
             try:
                 self._writer.settle()
@@ -162,6 +189,10 @@ class Batch:
                 self._writer.close()
             return
         self.flush()
+
+    def write_now(self, outcomes: list[Outcome]) -> None:
+        """Write ``outcomes`` on this thread's connection, retrying through an outage."""
+        self._write(outcomes)
 
     def _write(self, outcomes: list[Outcome]) -> None:
         with_db_retry(

@@ -60,18 +60,25 @@ class DeliverySession:
             logger.debug("mailroom: closing backend %r failed", self.alias, exc_info=True)
 
     def deliver(
-        self, row: Message, *, before_commit: Callable[[], None] = _nothing
+        self,
+        row: Message,
+        *,
+        before_commit: Callable[[], None] = _nothing,
+        while_waiting: Callable[[], None] = _nothing,
     ) -> DeliveryResult:
         """Send ``row``; ``before_commit`` runs just before the server is asked to take it.
 
-        Any exception from the backend becomes the result. RecordingFailed (from
-        ``before_commit``: the previous outcome could not be written) is not the message's
-        doing and propagates.
+        ``while_waiting`` runs first, on the SMTP path while the server reads the message's
+        first command. Any exception from the backend becomes the result. An exception from
+        either hook (the previous outcome could not be written) is not the message's doing
+        and propagates, as RecordingFailed.
         """
         recipients = tuple(row.pending)
+        before_commit, while_waiting = _guarded(before_commit), _guarded(while_waiting)
         try:
             if self.fast_path:
-                return self._deliver_smtp(row, recipients, before_commit)
+                return self._deliver_smtp(row, recipients, before_commit, while_waiting)
+            while_waiting()
             before_commit()
             return self._deliver_generic(row, recipients)
         except RecordingFailed:
@@ -80,7 +87,11 @@ class DeliverySession:
             return DeliveryResult(recipients=recipients, error=exc)
 
     def _deliver_smtp(
-        self, row: Message, recipients: tuple[str, ...], before_commit: Callable[[], None]
+        self,
+        row: Message,
+        recipients: tuple[str, ...],
+        before_commit: Callable[[], None],
+        while_waiting: Callable[[], None],
     ) -> DeliveryResult:
         backend: Any = self.backend
         mime = bytes(row.mime) if row.mime is not None else compat.render_mime(rebuild(row))
@@ -93,6 +104,7 @@ class DeliverySession:
                 list(recipients),
                 mime,
                 before_commit=before_commit,
+                while_waiting=while_waiting,
             )
         except RecordingFailed:
             self.close()
@@ -119,6 +131,20 @@ class DeliverySession:
             esp_status=esp_status,
             esp_message_id=esp_id,
         )
+
+
+def _guarded(hook: Callable[[], None]) -> Callable[[], None]:
+    """``hook``, with whatever it raises made a RecordingFailed (never the message's error)."""
+
+    def run() -> None:
+        try:
+            hook()
+        except RecordingFailed:
+            raise
+        except Exception as exc:
+            raise RecordingFailed(f"writing an outcome failed: {exc}") from exc
+
+    return run
 
 
 def _connection_survives(exc: Exception) -> bool:

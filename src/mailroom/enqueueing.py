@@ -21,7 +21,7 @@ from django.utils.encoding import force_str
 from django.utils.functional import Promise
 
 from . import compat, signals, suppression
-from .conf import get_settings
+from .conf import MailroomSettings, get_settings
 from .connections import is_smtp_alias
 from .exceptions import BackendNotConfigured, InvalidMessage, SerializationError
 from .models import Message, Priority, Status
@@ -70,12 +70,17 @@ def enqueue_many(
     alias = backend or settings.default_backend
     level = Priority.coerce(priority)
     now = timezone.now()
-    prerender = settings.prerender and _smtp_bound(alias)
+    prerender = settings.prerender and _smtp_bound(settings, alias)
+    # Every message of one call is queued at the same instant, so they share one Date (the
+    # email package would format the same second over and over).
+    date = formatdate(now.timestamp(), localtime=True)
 
     rows: list[Message] = []
     for index, message in enumerate(messages):
         try:
-            rows.append(_build_row(message, alias, level, now, send_at, expires_at, prerender))
+            rows.append(
+                _build_row(message, alias, level, now, date, send_at, expires_at, prerender)
+            )
         except InvalidMessage as exc:
             exc.index = index
             if not skip_invalid:
@@ -99,13 +104,27 @@ def enqueue_many(
     return created
 
 
-def _smtp_bound(alias: str) -> bool:
-    try:
-        return is_smtp_alias(alias)
-    except BackendNotConfigured:
-        # An unknown alias is not an enqueue error: the message waits, and the worker
-        # pauses that alias with a reason an operator can read.
-        return False
+# Whether an alias delivers over SMTP, for the settings object it was worked out under:
+# answering it imports the backend's class, which one-message calls would repeat every time.
+# A settings change makes get_settings() return a new object, which empties this.
+_smtp_aliases: tuple[MailroomSettings | None, dict[str, bool]] = (None, {})
+
+
+def _smtp_bound(settings: MailroomSettings, alias: str) -> bool:
+    global _smtp_aliases
+    cached_for, known = _smtp_aliases
+    if cached_for is not settings:
+        known = {}
+        _smtp_aliases = (settings, known)
+    if alias not in known:
+        try:
+            known[alias] = is_smtp_alias(alias)
+        except BackendNotConfigured:
+            # An unknown alias is not an enqueue error: the message waits, and the worker
+            # pauses that alias with a reason an operator can read. Not remembered: it
+            # may be a MAILERS alias, which can appear without the MAILROOM settings changing.
+            return False
+    return known[alias]
 
 
 def _build_row(
@@ -113,13 +132,14 @@ def _build_row(
     alias: str,
     priority: Priority,
     now: datetime,
+    date: str,
     send_at: datetime | None,
     expires_at: datetime | None,
     prerender: bool,
 ) -> Message:
     if not isinstance(message, EmailMessage):
         raise InvalidMessage(f"expected an EmailMessage, got {type(message).__name__}")
-    pinned = _pin_identity(message)
+    pinned = _pin_identity(message, date)
     envelope_from, recipients = _envelope(pinned)
     _check_headers(pinned)
     try:
@@ -147,7 +167,7 @@ def _build_row(
     )
 
 
-def _pin_identity(message: EmailMessage) -> EmailMessage:
+def _pin_identity(message: EmailMessage, date: str) -> EmailMessage:
     """A shallow copy of ``message`` whose Message-ID and Date are fixed now.
 
     The caller's object is left untouched. Django would otherwise make a new Message-ID at
@@ -161,7 +181,7 @@ def _pin_identity(message: EmailMessage) -> EmailMessage:
     else:
         headers["Message-ID"] = make_msgid(domain=DNS_NAME.get_fqdn())
     if "date" not in lower:
-        headers["Date"] = formatdate(localtime=True)
+        headers["Date"] = date
     pinned.extra_headers = headers
     if isinstance(pinned.subject, Promise):
         pinned.subject = str(pinned.subject)

@@ -44,27 +44,46 @@ def record(
     """Write a batch's outcomes. Returns the attempts, in the order given."""
     if not outcomes:
         return []
-    attempts = [_attempt(o, worker=worker, text_limit=text_limit) for o in outcomes]
-    plain_sent = {
-        o.message.pk
-        for o in outcomes
-        if o.decision.action is Action.MARK_SENT
-        and not _has_failed_recipients(o)
-        and not o.message.refused_recipients
-    }
+    attempts = prepare(outcomes, worker=worker, text_limit=text_limit)
+    plain_sent = {o.message.pk for o in outcomes if is_plain_sent(o)}
     if connection.vendor == "postgresql" and len(plain_sent) == len(outcomes):
         moved = record_sent(attempts, list(plain_sent), token=token, now=now)
     else:
         moved = _record_in_a_transaction(outcomes, attempts, plain_sent, token=token, now=now)
-    if moved != len(plain_sent):
+    finish(outcomes, attempts, moved, now=now)
+    return attempts
+
+
+def prepare(outcomes: Sequence[Outcome], *, worker: str, text_limit: int) -> list[Attempt]:
+    """The attempt rows to insert for ``outcomes`` (not saved)."""
+    return [_attempt(o, worker=worker, text_limit=text_limit) for o in outcomes]
+
+
+def is_plain_sent(outcome: Outcome) -> bool:
+    """Sent to every recipient, now and before: the outcome one UPDATE can write for many."""
+    return (
+        outcome.decision.action is Action.MARK_SENT
+        and not _has_failed_recipients(outcome)
+        and not outcome.message.refused_recipients
+    )
+
+
+def finish(
+    outcomes: Sequence[Outcome], attempts: Sequence[Attempt], moved: int, *, now: datetime
+) -> None:
+    """After the write: warn about lost leases, mirror the state in memory, send signals.
+
+    ``moved`` is how many of the plain sends were moved to sent (fewer if a lease was lost).
+    """
+    plain = sum(1 for o in outcomes if is_plain_sent(o))
+    if moved != plain:
         logger.warning(
             "mailroom: %d of %d sent messages had lost their lease before being recorded",
-            len(plain_sent) - moved,
-            len(plain_sent),
+            plain - moved,
+            plain,
         )
     _apply_in_memory(outcomes, now)
     _signal(outcomes, attempts)
-    return attempts
 
 
 def _record_in_a_transaction(

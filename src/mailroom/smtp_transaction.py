@@ -1,10 +1,10 @@
 """One SMTP mail transaction, with a hook just before the message is committed.
 
-This is ``smtplib.SMTP.sendmail`` taken apart at one point: after the message's bytes have
-gone out and before the final ``.`` that asks the server to take responsibility for it.
-mailroom uses that moment to make sure the previous message's outcome is written down, so a
-worker that dies can only ever leave one accepted-but-unrecorded message behind, while the
-write still overlaps the MAIL, RCPT and DATA exchange of the next message.
+This is ``smtplib.SMTP.sendmail`` taken apart at one point: after the server said 354 to
+DATA and before the message's bytes and the final ``.`` that asks it to take responsibility
+for the message. mailroom uses that moment to make sure the previous message's outcome is
+written down, so a worker that dies can only ever leave one accepted-but-unrecorded message
+behind, while the write still overlaps the MAIL, RCPT and DATA exchange of the next message.
 
 Everything else, replies, RSET after a refusal, closing after a 421, the exceptions raised
 and the per-recipient refusals returned, is exactly what ``sendmail`` does, so classification
@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import re
 import smtplib
-import socket
 from collections.abc import Callable, Sequence
 
 CRLF = b"\r\n"
@@ -30,16 +29,29 @@ def sendmail(
     message: bytes,
     *,
     before_commit: Callable[[], None],
+    while_waiting: Callable[[], None] | None = None,
 ) -> dict[str, tuple[int, bytes]]:
-    """Send ``message``; call ``before_commit`` just before the final dot.
+    """Send ``message``; call ``before_commit`` once the server is ready for its bytes.
 
     Returns the recipients refused (as ``sendmail`` does); raises what ``sendmail`` raises.
     If ``before_commit`` raises, the transaction is abandoned (the connection is closed before
-    the dot, so the server discards the message) and the exception propagates.
+    the message's bytes and dot, so the server discards it) and the exception propagates.
+
+    ``while_waiting`` runs once MAIL FROM is on its way, before its reply is read: work done
+    there (the previous message's bookkeeping) costs no time, since the server is busy with
+    the command meanwhile. If it raises, the connection is closed and the exception propagates.
     """
     conn.ehlo_or_helo_if_needed()
     options = [f"size={len(message)}"] if conn.does_esmtp and conn.has_extn("size") else []
-    code, reply = conn.mail(from_addr, options)
+    # conn.mail(), with the wait for its reply put to use.
+    conn.putcmd("mail", f"FROM:{smtplib.quoteaddr(from_addr)}{''.join(' ' + o for o in options)}")
+    if while_waiting is not None:
+        try:
+            while_waiting()
+        except BaseException:
+            conn.close()
+            raise
+    code, reply = conn.getreply()
     if code != 250:
         _abandon(conn, code)
         raise smtplib.SMTPSenderRefused(code, reply, from_addr)
@@ -58,21 +70,17 @@ def sendmail(
     code, reply = conn.getreply()
     if code != 354:
         raise smtplib.SMTPDataError(code, reply)
-    # The body and the final dot now go out as two writes; without TCP_NODELAY, Nagle's
-    # algorithm would hold the small second one back until the body is acknowledged
-    # (tens of milliseconds with delayed ACKs) for every message.
-    if conn.sock is not None:
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    body = _LEADING_DOT.sub(b"..", message)
-    if body[-2:] != CRLF:
-        body += CRLF
-    conn.send(body)
     try:
         before_commit()
     except BaseException:
         conn.close()
         raise
-    conn.send(b"." + CRLF)
+    body = _LEADING_DOT.sub(b"..", message)
+    if body[-2:] != CRLF:
+        body += CRLF
+    # The body and its final dot go out in one write, as sendmail sends them: one segment
+    # for the server to read rather than two.
+    conn.send(body + b"." + CRLF)
     code, reply = conn.getreply()
     if code != 250:
         _abandon(conn, code)

@@ -10,6 +10,7 @@ it is ``mailroom.runner``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -19,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import cast
@@ -29,13 +30,16 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .batch import Batch, Writer
+from . import pipelined
+from .batch import Batch, OutcomeWriter, Writer
+from .claim_ahead import ClaimAhead, Claimed
 from .claiming import claim, reclaim_expired, release
 from .classification import Rule, classify
 from .conf import get_settings
 from .delivery import DeliverySession
 from .models import BackendState, Message
 from .outcomes import Classification, DeliveryResult, Verdict
+from .pipelined import PipelinedWriter
 from .ratelimit import Rate, Throttle
 from .recording import (
     Outcome,
@@ -111,6 +115,7 @@ class Engine:
         self.rng = rng
         self.on_batch = on_batch
         self._tokens = itertools.count(1)
+        self._ahead: ClaimAhead | None = None
 
     def send_due(self) -> RunStats:
         """Send everything that is due now, then return (the one-shot ``mailroom send``).
@@ -121,10 +126,27 @@ class Engine:
         started = self.clock()
         reclaim_expired(started)
         stats = RunStats()
-        while self.run_batch(stats, due_before=started):
-            if self.on_batch:
-                self.on_batch(stats)
+        with self.claiming_ahead():
+            while self.run_batch(stats, due_before=started):
+                if self.on_batch:
+                    self.on_batch(stats)
         return stats
+
+    @contextlib.contextmanager
+    def claiming_ahead(self) -> Iterator[None]:
+        """Within this block, the next batch is claimed while one is delivered (``claim_ahead``).
+
+        Not inside a transaction: the claiming thread's connection could not see into it.
+        """
+        if connection.in_atomic_block or self._ahead is not None:
+            yield
+            return
+        self._ahead = ClaimAhead()
+        try:
+            yield
+        finally:
+            ahead, self._ahead = self._ahead, None
+            ahead.close()
 
     def run_batch(
         self,
@@ -140,30 +162,29 @@ class Engine:
         """
         now = self.clock()
         states = list(BackendState.objects.filter(Q(paused_until__gt=now) | Q(failures__gt=0)))
-        paused = {s.alias for s in states if s.is_paused(now)}
-        token = f"{self.worker_id}:{next(self._tokens)}"
-        rows = claim(
-            token=token,
-            now=now,
-            limit=self.batch_size,
-            lease=self.settings.lease,
-            exclude_backends=paused,
-            due_before=due_before,
-        )
+        paused = frozenset(s.alias for s in states if s.is_paused(now))
+        claimed = self._take_ahead(paused)
+        if claimed is None or not claimed.rows:
+            claimed = self._claim(paused, due_before, now)
+        rows, token = claimed.rows, claimed.token
         if not rows:
             return 0
+        stopping = stop is not None and stop.is_set()
+        if self._ahead is not None and len(rows) == self.batch_size and not stopping:
+            # A full batch: there may be more. Claim it while this one is delivered.
+            self._ahead.start(functools.partial(self._claim, paused, due_before))
         stats.batches += 1
         stats.claimed += len(rows)
         rows = self._without_suppressed(rows, token, stats)
         batch = Batch(
             token=token,
             worker=self.worker_id,
-            claimed_at=now,
+            claimed_at=claimed.at,
             lease=self.settings.lease,
             flush_every=self.settings.flush_every,
             text_limit=self.settings.error_text_limit,
             clock=self.clock,
-            writer=Writer if _can_write_alongside() else None,
+            writer=_writer_for_this_connection(),
         )
         healthy: list[str] = []
         groups = list(_by_backend(rows).items())
@@ -185,6 +206,35 @@ class Engine:
             stats.verdicts[outcome.classification.verdict.value] += 1
             stats.actions[outcome.decision.action.value] += 1
         return len(rows)
+
+    def _claim(
+        self, paused: frozenset[str], due_before: datetime | None, now: datetime | None = None
+    ) -> Claimed:
+        now = now or self.clock()
+        token = f"{self.worker_id}:{next(self._tokens)}"
+        rows = claim(
+            token=token,
+            now=now,
+            limit=self.batch_size,
+            lease=self.settings.lease,
+            exclude_backends=paused,
+            due_before=due_before,
+        )
+        return Claimed(rows, token, now)
+
+    def _take_ahead(self, paused: frozenset[str]) -> Claimed | None:
+        """The batch claimed ahead, less what belongs to a backend paused since (released)."""
+        if self._ahead is None:
+            return None
+        claimed = self._ahead.take()
+        if claimed is None:
+            return None
+        held = [m.pk for m in claimed.rows if m.backend in paused]
+        if not held:
+            return claimed
+        release(held, token=claimed.token)
+        rows = [m for m in claimed.rows if m.backend not in paused]
+        return Claimed(rows, claimed.token, claimed.at)
 
     def _without_suppressed(
         self, rows: list[Message], token: str, stats: RunStats
@@ -244,8 +294,16 @@ class Engine:
                     return True
                 now = self.clock()
                 t0 = time.perf_counter()
-                result = session.deliver(message, before_commit=batch.settle)
+                result = session.deliver(
+                    message, before_commit=batch.settle, while_waiting=batch.conclude_deferred
+                )
                 duration = time.perf_counter() - t0
+                if session.fast_path and result.error is None and not result.refused:
+                    # Taken by the server, whole: its bookkeeping waits for the next message's
+                    # MAIL FROM to be on its way (Batch.defer).
+                    batch.defer(functools.partial(self._conclude, message, result, now, duration))
+                    continue
+                batch.conclude_deferred()
                 classification = classify(result, rules=self.rules)
                 if classification.verdict.is_backend_fault:
                     self._backend_fault(
@@ -256,6 +314,12 @@ class Engine:
             return True
         finally:
             session.close()
+
+    def _conclude(
+        self, message: Message, result: DeliveryResult, started_at: datetime, duration: float
+    ) -> Outcome:
+        classification = classify(result, rules=self.rules)
+        return self._outcome(message, result, classification, started_at, duration)
 
     def _outcome(
         self,
@@ -309,15 +373,21 @@ class Engine:
         stats.paused.add(alias)
 
 
-def _can_write_alongside() -> bool:
-    """Whether outcomes may be written on a second connection while the next message goes.
+def _writer_for_this_connection() -> Callable[[Batch], OutcomeWriter] | None:
+    """How outcomes are written while the next message goes (None: before it goes).
 
-    Not inside a transaction (a test's, say), which a second connection cannot see into. On
-    SQLite too: the delivery thread writes nothing while the writer commits (it settles the
-    writer first), so the two never wait on SQLite's single write lock, and the commit's
-    fsync overlaps the next message's SMTP exchange.
+    On PostgreSQL with psycopg 3, on this thread, sent without waiting (``pipelined``).
+    Elsewhere on a second connection, by a :class:`Writer` thread; on SQLite too: the
+    delivery thread writes nothing while the writer commits (it settles the writer first),
+    so the two never wait on SQLite's single write lock, and the commit's fsync overlaps the
+    next message's SMTP exchange. Inside a transaction (a test's, say) neither: a second
+    connection cannot see into it, and a write of its own could not commit on its own.
     """
-    return not connection.in_atomic_block
+    if connection.in_atomic_block:
+        return None
+    if pipelined.available():
+        return PipelinedWriter
+    return Writer
 
 
 def _by_backend(rows: list[Message]) -> dict[str, list[Message]]:

@@ -1,0 +1,150 @@
+"""PostgreSQL: an outcome's write goes out at once; its acknowledgement is read at the barrier.
+
+With ``FLUSH_EVERY = 1`` every outcome must be committed before the next message is committed
+to its server (``batch``). On other databases a :class:`~mailroom.batch.Writer` thread does the
+write on a second connection meanwhile. On PostgreSQL with psycopg 3 no second thread is
+needed: libpq can send a statement and collect its result later, so the delivery thread sends
+the write of message *n* as soon as the server has taken it, goes on with the MAIL, RCPT and
+DATA of message *n + 1* while PostgreSQL works, and reads the result just before that
+message's bytes and final dot. The write and the SMTP exchange overlap as with a thread, without a
+second connection, a thread hand-off per message, or two threads taking turns at the GIL.
+
+Only the common outcome travels this way: a message simply sent (``recording_pg``'s single
+statement, which commits on its own). Anything else waits for the write in flight and is
+written the ordinary way. If the pipelined write fails, its outcomes are written again the
+ordinary way, with the usual retries through a database outage; the UPDATE is fenced on the
+claim token, so a write that did land before the failure moves nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db import connection
+
+from .recording import Outcome, finish, is_plain_sent, prepare
+from .recording_pg import sent_statement_params
+
+if TYPE_CHECKING:
+    from .batch import Batch
+
+logger = logging.getLogger(__name__)
+
+
+def available() -> bool:
+    """Whether the default connection is PostgreSQL through psycopg 3, outside a transaction.
+
+    psycopg2 has no handle on libpq's asynchronous calls; inside a transaction (a test's, or
+    the caller's) the write must be part of it, so it cannot commit on its own.
+    """
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return False
+    connection.ensure_connection()
+    return hasattr(connection.connection, "pgconn")
+
+
+class _InFlight:
+    def __init__(self, outcomes: list[Outcome], attempts: list[Any], now: datetime) -> None:
+        self.outcomes = outcomes
+        self.attempts = attempts
+        self.now = now
+
+
+class PipelinedWriter:
+    """The :class:`~mailroom.batch.Writer` interface, for PostgreSQL, on the calling thread."""
+
+    def __init__(self, batch: Batch) -> None:
+        self._batch = batch
+        self._inflight: _InFlight | None = None
+
+    def submit(self, outcome: Outcome) -> None:
+        self.settle()
+        if not is_plain_sent(outcome):
+            self._batch.write_now([outcome])
+            return
+        batch = self._batch
+        attempts = prepare([outcome], worker=batch.worker, text_limit=batch.text_limit)
+        now = batch.clock()
+        sql, params = sent_statement_params(attempts, [outcome.message.pk], batch.token, now)
+        pgconn = connection.connection.pgconn
+        # psycopg keeps libpq non-blocking and waits in its own loop; blocking mode here makes
+        # the send complete in one call and the read wait for its result. It is restored when
+        # the result is read, before psycopg uses the connection again.
+        pgconn.nonblocking = 0
+        try:
+            if _prepared(connection.connection, sql):
+                pgconn.send_query_prepared(STATEMENT_NAME, params)
+            else:
+                pgconn.send_query_params(sql, params)
+        except Exception as exc:
+            pgconn.nonblocking = 1
+            logger.warning("mailroom: pipelined write not sent (%s); writing it directly", exc)
+            self._batch.write_now([outcome])
+            return
+        self._inflight = _InFlight([outcome], attempts, now)
+
+    def settle(self) -> None:
+        """Read the result of the write in flight; write it again the ordinary way if it failed."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return
+        moved, error = _collect(connection.connection.pgconn)
+        if error is not None:
+            logger.warning("mailroom: pipelined write failed (%s); writing it directly", error)
+            self._batch.write_now(inflight.outcomes)
+            return
+        finish(inflight.outcomes, inflight.attempts, moved, now=inflight.now)
+        self._batch.written.extend(inflight.outcomes)
+
+    def close(self) -> None:
+        self.settle()
+
+
+#: The name of the prepared statement, per connection (psycopg's own are named ``_pg3_*``).
+STATEMENT_NAME = b"mailroom_record_sent"
+
+#: Connections (psycopg's) on which the statement is prepared, or could not be.
+_prepared_on: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _prepared(raw: Any, sql: bytes) -> bool:
+    """Prepare the statement on ``raw`` once; True if it is prepared there.
+
+    Prepared, PostgreSQL parses and plans the statement once per connection instead of once
+    per message. Where that fails (a pooler in transaction mode, say) the statement is sent
+    whole every time instead.
+    """
+    known = _prepared_on.get(raw)
+    if known is not None:
+        return known
+    from psycopg import pq
+
+    result = raw.pgconn.prepare(STATEMENT_NAME, sql)
+    ok: bool = result.status == pq.ExecStatus.COMMAND_OK
+    if not ok:
+        logger.info("mailroom: cannot prepare the outcome statement: %s", result.error_message)
+    _prepared_on[raw] = ok
+    return ok
+
+
+def _collect(pgconn: Any) -> tuple[int, str | None]:
+    """Drain every result of the statement in flight: (rows moved, error text or None)."""
+    from psycopg import pq
+
+    moved, error = 0, None
+    try:
+        while (result := pgconn.get_result()) is not None:
+            if result.status == pq.ExecStatus.TUPLES_OK:
+                value = result.get_value(0, 0)
+                moved = int(value) if value is not None else 0
+            else:
+                message = result.error_message
+                error = message.decode("utf-8", "replace").strip() if message else "failed"
+    except Exception as exc:  # the connection broke under the statement
+        error = str(exc) or type(exc).__name__
+    finally:
+        pgconn.nonblocking = 1
+    return moved, error
