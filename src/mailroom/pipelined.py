@@ -130,6 +130,10 @@ def _prepared(raw: Any, sql: bytes) -> bool:
     return ok
 
 
+#: Where the statement's one row says how many messages it moved.
+_RESULT_COLUMN = 0
+
+
 def _collect(pgconn: Any) -> tuple[int, str | None]:
     """Drain every result of the statement in flight: (rows moved, error text or None)."""
     from psycopg import pq
@@ -138,7 +142,7 @@ def _collect(pgconn: Any) -> tuple[int, str | None]:
     try:
         while (result := pgconn.get_result()) is not None:
             if result.status == pq.ExecStatus.TUPLES_OK:
-                value = result.get_value(0, 0)
+                value = result.get_value(0, _RESULT_COLUMN)
                 moved = int(value) if value is not None else 0
             else:
                 message = result.error_message

@@ -1,0 +1,161 @@
+"""The overlapped send path, outside any transaction, as ``mailroom send`` and the worker run it.
+
+Outcomes are written while the next message goes (PostgreSQL: sent without waiting and read at
+the barrier; elsewhere: a writer thread), a sent message's bookkeeping runs while the server
+reads the next MAIL FROM, and the next batch is claimed while one is delivered. None of that may
+loosen the guarantee: when the server is handed a message, every message it took before is
+already recorded.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.core.mail import EmailMessage
+from django.db import connection
+
+import mailroom
+from mailroom import pipelined
+from mailroom.batch import Batch
+from mailroom.models import Attempt, Message, Status
+from mailroom.worker import Engine, RunStats
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def queue(n: int, *, refused_every: int = 0) -> None:
+    mailroom.enqueue_many(
+        EmailMessage(
+            f"S{i}",
+            "B",
+            "app@example.com",
+            [
+                f"refused{i}@example.com"
+                if refused_every and i % refused_every == 0
+                else f"u{i}@x.org"
+            ],
+        )
+        for i in range(1, n + 1)
+    )
+
+
+class RecordedAtEachDot:
+    """A DATA rule that looks at the database as each message's final dot arrives."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.seen: list[tuple[int, int]] = []  # (messages the server took before, sent in the DB)
+        self.lock = threading.Lock()
+
+    def __call__(self, _message: Any, _attempt: int) -> None:
+        # The server answers from an event loop, where Django refuses to query: a thread of
+        # its own (with its own connection: committed rows only), waited for before replying.
+        taken = self.server.count
+        counted: list[int] = []
+
+        def count() -> None:
+            try:
+                counted.append(Message.objects.filter(status=Status.SENT).count())
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=count)
+        thread.start()
+        thread.join()
+        with self.lock:
+            self.seen.append((taken, counted[0]))
+
+
+@pytest.fixture
+def slow_writes(monkeypatch) -> None:
+    """Every outcome's write takes 20 ms to commit, so a missing barrier cannot go unseen."""
+    real_params = pipelined.sent_statement_params
+
+    def sleepy_statement(*args: Any) -> tuple[bytes, list[bytes | None]]:
+        sql, params = real_params(*args)
+        return sql.replace(
+            b"SELECT (SELECT count(*)", b"SELECT pg_sleep(0.02), (SELECT count(*)"
+        ), params
+
+    monkeypatch.setattr(pipelined, "sent_statement_params", sleepy_statement)
+    monkeypatch.setattr(pipelined, "_prepared", lambda raw, sql: False)
+    monkeypatch.setattr(pipelined, "_RESULT_COLUMN", 1)
+    real_write = Batch.write_now
+
+    def sleepy_write(self: Batch, outcomes: list[Any]) -> None:
+        time.sleep(0.02)  # on the writer thread, while the delivery thread goes on
+        real_write(self, outcomes)
+
+    monkeypatch.setattr(Batch, "write_now", sleepy_write)
+
+
+def test_every_message_taken_is_recorded_before_the_next_is_handed_over(
+    queue_to_smtp, slow_writes
+) -> None:
+    server = queue_to_smtp
+    queue(100)
+    observer = RecordedAtEachDot(server)
+    server.script.data = observer
+
+    stats = Engine(batch_size=40).send_due()
+
+    assert stats.sent == 100
+    assert stats.batches == 3
+    assert len(observer.seen) == 100
+    behind = [(taken, sent) for taken, sent in observer.seen if sent < taken]
+    assert not behind, f"messages taken but not yet recorded at a later dot: {behind[:5]}"
+    assert Message.objects.filter(status=Status.SENT).count() == 100
+    assert Attempt.objects.count() == 100
+    assert not server.duplicate_message_ids()
+
+
+def test_refusals_between_sends_keep_their_own_outcomes(queue_to_smtp) -> None:
+    server = queue_to_smtp
+    queue(60, refused_every=7)
+    for i in range(7, 61, 7):
+        server.script.rcpt[f"refused{i}@example.com"] = "550 5.1.1 No such user"
+
+    Engine(batch_size=25).send_due()
+
+    failed = Message.objects.filter(status=Status.FAILED)
+    assert sorted(m.subject for m in failed) == sorted(f"S{i}" for i in range(7, 61, 7))
+    assert all("No such user" in m.reason for m in failed)
+    assert Message.objects.filter(status=Status.SENT).count() == 60 - failed.count()
+    assert Attempt.objects.count() == 60
+    assert server.count == 60 - failed.count()
+
+
+def test_a_batch_claimed_ahead_goes_back_when_the_run_ends(queue_to_smtp) -> None:
+    queue(30)
+    engine = Engine(batch_size=10)
+    stats = RunStats()
+    with engine.claiming_ahead():
+        assert engine.run_batch(stats) == 10  # and the next 10 are claimed meanwhile
+    assert Message.objects.filter(status=Status.SENT).count() == 10
+    assert Message.objects.filter(status=Status.QUEUED, claimed_by="").count() == 20
+    assert not Message.objects.filter(status=Status.SENDING).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the pipelined write is PostgreSQL's")
+def test_a_failed_pipelined_write_is_written_the_ordinary_way(
+    queue_to_smtp, monkeypatch, caplog
+) -> None:
+    queue(5)
+    real = pipelined.sent_statement_params
+
+    def broken(*args: Any) -> tuple[bytes, list[bytes | None]]:
+        _, params = real(*args)
+        return b"SELECT no_such_column FROM mailroom_message WHERE $1::text IS NULL", params[:1]
+
+    monkeypatch.setattr(pipelined, "sent_statement_params", broken)
+    monkeypatch.setattr(pipelined, "_prepared", lambda raw, sql: False)
+
+    stats = Engine().send_due()
+
+    assert stats.sent == 5
+    assert Message.objects.filter(status=Status.SENT).count() == 5
+    assert Attempt.objects.count() == 5
+    assert "writing it directly" in caplog.text
