@@ -20,6 +20,7 @@ from .classification import describe
 from .models import Attempt, BackendState, Message, Status
 from .outcomes import Classification, DeliveryResult, RecipientState, Verdict
 from .recording_pg import record_sent
+from .recording_plain import record_sent_plain
 from .retry import Action, Decision, RetryPolicy, backend_pause
 from .suppression import Drop
 
@@ -46,8 +47,10 @@ def record(
         return []
     attempts = prepare(outcomes, worker=worker, text_limit=text_limit)
     plain_sent = {o.message.pk for o in outcomes if is_plain_sent(o)}
-    if connection.vendor == "postgresql" and len(plain_sent) == len(outcomes):
+    if len(plain_sent) == len(outcomes) and connection.vendor == "postgresql":
         moved = record_sent(attempts, list(plain_sent), token=token, now=now)
+    elif len(plain_sent) == len(outcomes):
+        moved = record_sent_plain(attempts, list(plain_sent), token=token, now=now)
     else:
         moved = _record_in_a_transaction(outcomes, attempts, plain_sent, token=token, now=now)
     finish(outcomes, attempts, moved, now=now)

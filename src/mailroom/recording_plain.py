@@ -1,0 +1,70 @@
+"""Writing sent outcomes on SQLite and MySQL/MariaDB in two prepared statements.
+
+The common outcome, a message simply sent, is written after every message, so its cost is on
+the send path. Through the ORM each write compiles a bulk INSERT and an UPDATE afresh; here
+the two statements' text is made once, and a write is one transaction with one INSERT of the
+attempts and one UPDATE of the messages, fenced on the claim token as in the general path.
+(PostgreSQL has its own single-statement version in ``recording_pg``.)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Field
+
+from .models import Attempt, Message, Status
+
+
+def record_sent_plain(
+    attempts: Sequence[Attempt], ids: Sequence[int], *, token: str, now: datetime
+) -> int:
+    """Insert ``attempts`` and mark messages ``ids`` sent. Returns how many were moved."""
+    fields = _attempt_fields()
+    rows = [
+        tuple(f.get_db_prep_save(getattr(attempt, f.attname), connection) for f in fields)
+        for attempt in attempts
+    ]
+    when = Message._meta.get_field("sent_at").get_db_prep_save(now, connection)
+    nothing = Message._meta.get_field("pending_recipients").get_db_prep_save([], connection)
+    marks = ", ".join(["%s"] * len(ids))
+    with transaction.atomic(), connection.cursor() as cursor:
+        if len(rows) == 1:
+            cursor.execute(_insert(), rows[0])
+        else:
+            cursor.executemany(_insert(), rows)
+        cursor.execute(
+            _update().format(ids=marks),
+            [Status.SENT.value, when, when, nothing, *ids, token],
+        )
+        return int(cursor.rowcount)
+
+
+def _attempt_fields() -> list[Field[Any, Any]]:
+    return [f for f in Attempt._meta.concrete_fields if not f.primary_key]
+
+
+@functools.cache
+def _insert() -> str:
+    quote = connection.ops.quote_name
+    fields = _attempt_fields()
+    columns = ", ".join(quote(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    return f"INSERT INTO {quote(Attempt._meta.db_table)} ({columns}) VALUES ({marks})"
+
+
+@functools.cache
+def _update() -> str:
+    """The UPDATE, with an ``{ids}`` field for as many placeholders as there are messages."""
+    quote = connection.ops.quote_name
+    return (
+        f"UPDATE {quote(Message._meta.db_table)} SET {quote('status')} = %s, "
+        f"{quote('sent_at')} = %s, {quote('last_attempt_at')} = %s, "
+        f"{quote('attempts')} = {quote('attempts')} + 1, {quote('pending_recipients')} = %s, "
+        f"{quote('reason')} = '', {quote('claimed_by')} = '', {quote('claimed_until')} = NULL "
+        f"WHERE {quote('id')} IN ({{ids}}) AND {quote('claimed_by')} = %s"
+    )
