@@ -13,24 +13,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection
 
 from .claiming import release
 from .models import Message
+from .suppression import Drop
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Claimed:
-    """One claim's result: the rows, the token that holds them, and when it was made."""
+    """One claim's result: the rows, the token that holds them, when it was made, and the
+    recipients among them suppressed since enqueue (by message pk)."""
 
     rows: list[Message]
     token: str
     at: datetime
+    drops: dict[int, Drop] = field(default_factory=dict)
 
 
 class ClaimAhead:

@@ -50,6 +50,20 @@ class DeliverySession:
         self.fast_path = uses_smtp_fast_path(self.backend)
         self.backend.open()
 
+    def still_open(self) -> bool:
+        """For a session kept from the last batch: whether its SMTP connection still answers.
+
+        Servers drop idle connections; a NOOP (one round trip per batch) finds out before a
+        message would, so a closed connection is reopened instead of counted as an outage.
+        """
+        connection = getattr(self.backend, "connection", None)
+        if not self.fast_path or connection is None:
+            return False
+        try:
+            return bool(connection.noop()[0] == 250)
+        except (smtplib.SMTPException, OSError):
+            return False
+
     def close(self) -> None:
         if self.backend is None:
             return

@@ -51,6 +51,7 @@ class _InFlight:
         self.outcomes = outcomes
         self.attempts = attempts
         self.now = now
+        self.moved = 0
 
 
 class PipelinedWriter:
@@ -59,9 +60,11 @@ class PipelinedWriter:
     def __init__(self, batch: Batch) -> None:
         self._batch = batch
         self._inflight: _InFlight | None = None
+        self._committed: _InFlight | None = None
 
     def submit(self, outcome: Outcome) -> None:
         self.settle()
+        self._finish()
         if not is_plain_sent(outcome):
             self._batch.write_now([outcome])
             return
@@ -96,11 +99,20 @@ class PipelinedWriter:
             logger.warning("mailroom: pipelined write failed (%s); writing it directly", error)
             self._batch.write_now(inflight.outcomes)
             return
-        finish(inflight.outcomes, inflight.attempts, moved, now=inflight.now)
-        self._batch.written.extend(inflight.outcomes)
+        inflight.moved = moved
+        # Committed: that is all the barrier needs. The rest (signals, the rows in memory)
+        # waits for the next submit, which runs while the server reads a command.
+        self._committed = inflight
 
     def close(self) -> None:
         self.settle()
+        self._finish()
+
+    def _finish(self) -> None:
+        done, self._committed = self._committed, None
+        if done is not None:
+            finish(done.outcomes, done.attempts, done.moved, now=done.now)
+            self._batch.written.extend(done.outcomes)
 
 
 #: The name of the prepared statement, per connection (psycopg's own are named ``_pg3_*``).

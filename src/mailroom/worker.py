@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -49,7 +50,7 @@ from .recording import (
     pause_backend,
 )
 from .retry import Action, RetryPolicy, decide
-from .suppression import drop_suppressed
+from .suppression import Drop, drop_suppressed
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class Engine:
         self.on_batch = on_batch
         self._tokens = itertools.count(1)
         self._ahead: ClaimAhead | None = None
+        self._kept: dict[str, DeliverySession] = {}
 
     def send_due(self) -> RunStats:
         """Send everything that is due now, then return (the one-shot ``mailroom send``).
@@ -142,11 +144,21 @@ class Engine:
             yield
             return
         self._ahead = ClaimAhead()
+        # The delivery thread spends its time waiting on sockets; when a reply comes in while
+        # the claiming thread is building rows, it must get the GIL back within a fraction of
+        # a millisecond, not the default 5 ms (for every thread of the process, only while
+        # this run lasts).
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, 0.0005))
         try:
             yield
         finally:
+            sys.setswitchinterval(switch)
             ahead, self._ahead = self._ahead, None
             ahead.close()
+            for session in self._kept.values():
+                session.close()
+            self._kept.clear()
 
     def run_batch(
         self,
@@ -175,7 +187,7 @@ class Engine:
             self._ahead.start(functools.partial(self._claim, paused, due_before))
         stats.batches += 1
         stats.claimed += len(rows)
-        rows = self._without_suppressed(rows, token, stats)
+        rows = self._without_suppressed(rows, claimed.drops, token, stats)
         batch = Batch(
             token=token,
             worker=self.worker_id,
@@ -220,7 +232,9 @@ class Engine:
             exclude_backends=paused,
             due_before=due_before,
         )
-        return Claimed(rows, token, now)
+        # Recipients suppressed since enqueue, looked up with the claim (one query for the
+        # batch), so that a claim made ahead does this on its own thread too.
+        return Claimed(rows, token, now, drop_suppressed(rows) if rows else {})
 
     def _take_ahead(self, paused: frozenset[str]) -> Claimed | None:
         """The batch claimed ahead, less what belongs to a backend paused since (released)."""
@@ -234,13 +248,12 @@ class Engine:
             return claimed
         release(held, token=claimed.token)
         rows = [m for m in claimed.rows if m.backend not in paused]
-        return Claimed(rows, claimed.token, claimed.at)
+        return Claimed(rows, claimed.token, claimed.at, claimed.drops)
 
     def _without_suppressed(
-        self, rows: list[Message], token: str, stats: RunStats
+        self, rows: list[Message], drops: dict[int, Drop], token: str, stats: RunStats
     ) -> list[Message]:
-        """Take recipients suppressed since enqueue off the batch (one lookup for all)."""
-        drops = drop_suppressed(rows)
+        """Take recipients suppressed since enqueue off the batch (``drops``: see _claim)."""
         if not drops:
             return rows
         kept = []
@@ -260,60 +273,87 @@ class Engine:
         stats: RunStats,
         stop: threading.Event | None,
     ) -> bool:
-        """Deliver one backend's share of the batch. Returns True if the backend was healthy."""
-        session = DeliverySession(alias)
+        """Deliver one backend's share of the batch. Returns True if the backend was healthy.
+
+        Within a run (``claiming_ahead``) an SMTP connection that ends a batch healthy is kept
+        for the next one, rather than a new connection, greeting and QUIT per batch.
+        """
+        session = self._kept.pop(alias, None)
+        if session is not None and not session.still_open():
+            session.close()
+            session = None
+        kept = session is not None
+        session = session or DeliverySession(alias)
+        healthy = False
+        try:
+            healthy = self._deliver_with(session, kept, alias, group, batch, stats, stop)
+            return healthy
+        finally:
+            if healthy and self._ahead is not None and session.fast_path:
+                self._kept[alias] = session
+            else:
+                session.close()
+
+    def _deliver_with(
+        self,
+        session: DeliverySession,
+        kept: bool,
+        alias: str,
+        group: list[Message],
+        batch: Batch,
+        stats: RunStats,
+        stop: threading.Event | None,
+    ) -> bool:
         rate = self.rates.get(alias)
         throttle = Throttle(alias, rate, self.clock) if rate else None
+        opened_at, t0 = self.clock(), time.perf_counter()
         try:
-            opened_at, t0 = self.clock(), time.perf_counter()
-            try:
+            if not kept:
                 session.open()
-            except Exception as exc:
-                result = DeliveryResult(recipients=tuple(group[0].pending), error=exc)
-                duration = time.perf_counter() - t0
-                self._backend_fault(alias, group, 0, result, opened_at, duration, batch, stats)
-                return False
-            for index, message in enumerate(group):
-                if stop is not None and stop.is_set():
-                    batch.settle()
-                    release([m.pk for m in group[index:]], token=batch.token)
-                    return True
-                batch.keep_lease()
-                if message.expires_at is not None and message.expires_at <= self.clock():
-                    batch.settle()
-                    fail_unattempted(
-                        message, token=batch.token, reason="expired before it could be sent"
-                    )
-                    stats.actions[Action.FAIL.value] += 1
-                    continue
-                if throttle and not throttle.wait_turn(
-                    len(group) - index, stop=stop, keep_alive=batch.keep_lease
-                ):
-                    batch.settle()
-                    release([m.pk for m in group[index:]], token=batch.token)
-                    return True
-                now = self.clock()
-                t0 = time.perf_counter()
-                result = session.deliver(
-                    message, before_commit=batch.settle, while_waiting=batch.conclude_deferred
+        except Exception as exc:
+            result = DeliveryResult(recipients=tuple(group[0].pending), error=exc)
+            duration = time.perf_counter() - t0
+            self._backend_fault(alias, group, 0, result, opened_at, duration, batch, stats)
+            return False
+        for index, message in enumerate(group):
+            if stop is not None and stop.is_set():
+                batch.settle()
+                release([m.pk for m in group[index:]], token=batch.token)
+                return True
+            batch.keep_lease()
+            if message.expires_at is not None and message.expires_at <= self.clock():
+                batch.settle()
+                fail_unattempted(
+                    message, token=batch.token, reason="expired before it could be sent"
                 )
-                duration = time.perf_counter() - t0
-                if session.fast_path and result.error is None and not result.refused:
-                    # Taken by the server, whole: its bookkeeping waits for the next message's
-                    # MAIL FROM to be on its way (Batch.defer).
-                    batch.defer(functools.partial(self._conclude, message, result, now, duration))
-                    continue
-                batch.conclude_deferred()
-                classification = classify(result, rules=self.rules)
-                if classification.verdict.is_backend_fault:
-                    self._backend_fault(
-                        alias, group, index, result, now, duration, batch, stats, classification
-                    )
-                    return False
-                batch.add(self._outcome(message, result, classification, now, duration))
-            return True
-        finally:
-            session.close()
+                stats.actions[Action.FAIL.value] += 1
+                continue
+            if throttle and not throttle.wait_turn(
+                len(group) - index, stop=stop, keep_alive=batch.keep_lease
+            ):
+                batch.settle()
+                release([m.pk for m in group[index:]], token=batch.token)
+                return True
+            now = self.clock()
+            t0 = time.perf_counter()
+            result = session.deliver(
+                message, before_commit=batch.settle, while_waiting=batch.conclude_deferred
+            )
+            duration = time.perf_counter() - t0
+            if session.fast_path and result.error is None and not result.refused:
+                # Taken by the server, whole: its bookkeeping waits for the next message's
+                # MAIL FROM to be on its way (Batch.defer).
+                batch.defer(functools.partial(self._conclude, message, result, now, duration))
+                continue
+            batch.conclude_deferred()
+            classification = classify(result, rules=self.rules)
+            if classification.verdict.is_backend_fault:
+                self._backend_fault(
+                    alias, group, index, result, now, duration, batch, stats, classification
+                )
+                return False
+            batch.add(self._outcome(message, result, classification, now, duration))
+        return True
 
     def _conclude(
         self, message: Message, result: DeliveryResult, started_at: datetime, duration: float
