@@ -10,6 +10,7 @@ worker stops, :meth:`ClaimAhead.close` releases it at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,7 +45,7 @@ class ClaimAhead:
     def start(self, claim: Callable[[], Claimed]) -> None:
         """Begin ``claim`` on the claiming thread (at most one claim is ahead at a time)."""
         assert self._pending is None, "a claim is already ahead"
-        self._pending = self._executor.submit(claim)
+        self._pending = self._executor.submit(_claiming, claim)
 
     def take(self) -> Claimed | None:
         """The claim started last (waiting for it if need be), or None if none was started.
@@ -66,6 +67,17 @@ class ClaimAhead:
             release([m.pk for m in claimed.rows], token=claimed.token)
         self._executor.submit(_close_connection).result()
         self._executor.shutdown()
+
+
+def _claiming(claim: Callable[[], Claimed]) -> Claimed:
+    try:
+        return claim()
+    except Exception:
+        # Whatever broke (a database restart, say) must not leave this thread a broken
+        # connection for every claim after it: the next one connects afresh.
+        with contextlib.suppress(Exception):
+            connection.close()
+        raise
 
 
 def _close_connection() -> None:

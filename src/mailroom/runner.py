@@ -107,7 +107,12 @@ class Worker:
         stats = self.stats[number]
         next_reclaim = 0.0
         failing_since: float | None = None
+        # One thread delivering claims its next batch ahead; several overlap their claims
+        # with each other's sending already, and a claiming thread each would double the
+        # database connections.
+        run = contextlib.ExitStack()
         try:
+            run.enter_context(engine.running(claim_ahead=self.concurrency == 1))
             while not self.stopping.is_set():
                 try:
                     if time.monotonic() >= next_reclaim:
@@ -134,6 +139,8 @@ class Worker:
                     logger.exception("mailroom: unexpected error in the worker loop")
                     self.stopping.wait(1.0)
         finally:
+            with contextlib.suppress(Exception):
+                run.close()  # a batch claimed ahead goes back to the queue
             connection.close()
 
 

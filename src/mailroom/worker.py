@@ -117,6 +117,7 @@ class Engine:
         self.on_batch = on_batch
         self._tokens = itertools.count(1)
         self._ahead: ClaimAhead | None = None
+        self._running = False
         self._kept: dict[str, DeliverySession] = {}
 
     def send_due(self) -> RunStats:
@@ -128,34 +129,41 @@ class Engine:
         started = self.clock()
         reclaim_expired(started)
         stats = RunStats()
-        with self.claiming_ahead():
+        with self.running():
             while self.run_batch(stats, due_before=started):
                 if self.on_batch:
                     self.on_batch(stats)
         return stats
 
     @contextlib.contextmanager
-    def claiming_ahead(self) -> Iterator[None]:
-        """Within this block, the next batch is claimed while one is delivered (``claim_ahead``).
+    def running(self, *, claim_ahead: bool = True) -> Iterator[None]:
+        """A run of many batches: SMTP connections are kept from one batch to the next, and
+        with ``claim_ahead`` the next batch is claimed while one is delivered (``claim_ahead``).
 
-        Not inside a transaction: the claiming thread's connection could not see into it.
+        Claiming ahead takes a thread and a database connection of its own; not inside a
+        transaction, which that connection could not see into.
         """
-        if connection.in_atomic_block or self._ahead is not None:
+        if self._running:
             yield
             return
-        self._ahead = ClaimAhead()
+        self._running = True
+        ahead = claim_ahead and not connection.in_atomic_block
+        self._ahead = ClaimAhead() if ahead else None
         # The delivery thread spends its time waiting on sockets; when a reply comes in while
         # the claiming thread is building rows, it must get the GIL back within a fraction of
         # a millisecond, not the default 5 ms (for every thread of the process, only while
         # this run lasts).
         switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch, 0.0005))
+        if ahead:
+            sys.setswitchinterval(min(switch, 0.0005))
         try:
             yield
         finally:
             sys.setswitchinterval(switch)
-            ahead, self._ahead = self._ahead, None
-            ahead.close()
+            self._running = False
+            if self._ahead is not None:
+                self._ahead.close()
+                self._ahead = None
             for session in self._kept.values():
                 session.close()
             self._kept.clear()
@@ -275,7 +283,7 @@ class Engine:
     ) -> bool:
         """Deliver one backend's share of the batch. Returns True if the backend was healthy.
 
-        Within a run (``claiming_ahead``) an SMTP connection that ends a batch healthy is kept
+        Within a run (``running``) an SMTP connection that ends a batch healthy is kept
         for the next one, rather than a new connection, greeting and QUIT per batch.
         """
         session = self._kept.pop(alias, None)
@@ -289,7 +297,7 @@ class Engine:
             healthy = self._deliver_with(session, kept, alias, group, batch, stats, stop)
             return healthy
         finally:
-            if healthy and self._ahead is not None and session.fast_path:
+            if healthy and self._running and session.fast_path:
                 self._kept[alias] = session
             else:
                 session.close()

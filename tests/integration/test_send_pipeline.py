@@ -132,7 +132,7 @@ def test_a_batch_claimed_ahead_goes_back_when_the_run_ends(queue_to_smtp) -> Non
     queue(30)
     engine = Engine(batch_size=10)
     stats = RunStats()
-    with engine.claiming_ahead():
+    with engine.running():
         assert engine.run_batch(stats) == 10  # and the next 10 are claimed meanwhile
     assert Message.objects.filter(status=Status.SENT).count() == 10
     assert Message.objects.filter(status=Status.QUEUED, claimed_by="").count() == 20
