@@ -14,14 +14,18 @@ from typing import Any
 RAW = "raw1"
 
 
-def _worker_command() -> str | None:
+def _worker_command(db: str) -> str | None:
     """None if ``manage.py mailroom worker`` exists in this checkout, else why not."""
     if importlib.util.find_spec("mailroom.cli.worker") is None:
         return "not available yet (no mailroom.cli.worker: `mailroom worker` is being written)"
     return None
 
 
-def _flush_every() -> str | None:
+def _sqlite_only(db: str) -> str | None:
+    return None if db == "sqlite" else "SQLite only"
+
+
+def _flush_every(db: str) -> str | None:
     """None if this mailroom has the FLUSH_EVERY setting, else why the row is not measured."""
     from mailroom import conf
 
@@ -39,8 +43,8 @@ class SendConfig:
     prepare: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
-    #: None when the configuration can run here, else the reason it cannot.
-    unavailable: Callable[[], str | None] = lambda: None
+    #: None when the configuration can run here (on database ``db``), else why it cannot.
+    unavailable: Callable[[str], str | None] = lambda db: None
     #: The target, as a minimum ratio to raw smtplib over one connection.
     target: float | None = None
 
@@ -82,6 +86,15 @@ SEND = (
         send="send.mailroom_send",
         env={"BENCH_FLUSH_EVERY": "100"},
         unavailable=_flush_every,
+    ),
+    SendConfig(
+        key="mailroom-send-wal",
+        name="mailroom send (1 process), SQLite in WAL mode",
+        app="mailroom",
+        prepare="send.prepare_mailroom",
+        send="send.mailroom_send",
+        env={"BENCH_SQLITE_WAL": "1"},
+        unavailable=_sqlite_only,
     ),
     SendConfig(
         key="mailroom-worker",

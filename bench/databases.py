@@ -36,7 +36,14 @@ def database_settings(app: str, db: str) -> dict[str, Any]:
             "PORT": PG_PORT,
         }
     if db == "sqlite":
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": database_name(app, db)}
+        # SQLite's default rollback journal, unless a configuration asks for WAL; set on every
+        # connection, as the mode is kept in the file and would otherwise leak to the next.
+        mode = "WAL" if os.environ.get("BENCH_SQLITE_WAL") else "DELETE"
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": database_name(app, db),
+            "OPTIONS": {"init_command": f"PRAGMA journal_mode={mode}"},
+        }
     raise ValueError(f"unknown database {db!r}: use sqlite or postgres")
 
 

@@ -85,7 +85,9 @@ def measure_send(config: SendConfig, db: str, n: int, shape: str) -> dict[str, A
     """Fill the queue (if any), then time the sending call against a fresh sink."""
     send_params: dict[str, Any] = {"n": n, **config.params}
     if config.prepare is not None:
-        prepared = run_child(config.prepare, app=config.app, db=db, n=n, shape=shape)
+        prepared = run_child(
+            config.prepare, app=config.app, db=db, n=n, shape=shape, env=config.env
+        )
         if prepared["queued"] != n:
             raise AssertionError(f"{config.name}: queued {prepared['queued']}, expected {n}")
     else:
@@ -110,11 +112,11 @@ def measure_send(config: SendConfig, db: str, n: int, shape: str) -> dict[str, A
 
 
 def send_suite(configs: Sequence[SendConfig], db: str, n: int, rounds: int, shape: str) -> Any:
-    runnable = [c for c in configs if c.unavailable() is None]
+    runnable = [c for c in configs if c.unavailable(db) is None]
     results = alternate(runnable, rounds, lambda c: measure_send(c, db, n, shape))
     summary = summarise(runnable, results, lambda r: float(r[RAW]["rate"]))
     for config in configs:
-        reason = config.unavailable()
+        reason = config.unavailable(db)
         if reason is not None:
             summary[config.key] = {
                 "name": config.name,
