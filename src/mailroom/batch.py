@@ -47,6 +47,7 @@ class OutcomeWriter(Protocol):
     """Writes outcomes while the next message goes; ``settle`` is the barrier."""
 
     def submit(self, outcome: Outcome) -> None: ...
+    def tidy(self) -> None: ...
     def settle(self) -> None: ...
     def close(self) -> None: ...
 
@@ -78,6 +79,9 @@ class Writer:
         with self._idle:
             self._idle.wait_for(lambda: self._pending == 0)
             self._raise_error()
+
+    def tidy(self) -> None:
+        """Nothing to do here: the thread finishes each write itself."""
 
     def close(self) -> None:
         self._queue.put(None)
@@ -185,6 +189,11 @@ class Batch:
         if self._deferred is not None:
             conclude, self._deferred = self._deferred, None
             self.add(conclude())
+
+    def tidy(self) -> None:
+        """Spare time (the server is reading a message): finish what the writer has written."""
+        if self._writer is not None:
+            self._writer.tidy()
 
     def settle(self) -> None:
         """Make sure every outcome added so far is written (the barrier before a commit)."""

@@ -79,11 +79,13 @@ class DeliverySession:
         *,
         before_commit: Callable[[], None] = _nothing,
         while_waiting: Callable[[], None] = _nothing,
+        after_dot: Callable[[], None] = _nothing,
     ) -> DeliveryResult:
         """Send ``row``; ``before_commit`` runs just before the server is asked to take it.
 
         ``while_waiting`` runs first, on the SMTP path while the server reads the message's
-        first command. Any exception from the backend becomes the result. An exception from
+        first command, and ``after_dot`` (SMTP path only) while it reads the message. Any
+        exception from the backend becomes the result. An exception from
         either hook (the previous outcome could not be written) is not the message's doing
         and propagates, as RecordingFailed.
         """
@@ -91,7 +93,8 @@ class DeliverySession:
         before_commit, while_waiting = _guarded(before_commit), _guarded(while_waiting)
         try:
             if self.fast_path:
-                return self._deliver_smtp(row, recipients, before_commit, while_waiting)
+                hooks = (before_commit, while_waiting, _guarded(after_dot))
+                return self._deliver_smtp(row, recipients, *hooks)
             while_waiting()
             before_commit()
             return self._deliver_generic(row, recipients)
@@ -106,6 +109,7 @@ class DeliverySession:
         recipients: tuple[str, ...],
         before_commit: Callable[[], None],
         while_waiting: Callable[[], None],
+        after_dot: Callable[[], None],
     ) -> DeliveryResult:
         backend: Any = self.backend
         mime = bytes(row.mime) if row.mime is not None else compat.render_mime(rebuild(row))
@@ -119,6 +123,7 @@ class DeliverySession:
                 mime,
                 before_commit=before_commit,
                 while_waiting=while_waiting,
+                after_dot=after_dot,
             )
         except RecordingFailed:
             self.close()

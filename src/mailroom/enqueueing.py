@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.encoding import force_str
 from django.utils.functional import Promise
 
-from . import compat, signals, suppression
+from . import compat, inserting, signals, suppression
 from .conf import MailroomSettings, get_settings
 from .connections import is_smtp_alias
 from .exceptions import BackendNotConfigured, InvalidMessage, SerializationError
@@ -91,7 +91,7 @@ def enqueue_many(
     # One lookup for every recipient of the call. A suppressed recipient leaves the envelope;
     # a message left with none is stored as failed, so the caller still gets its row.
     suppression.apply_at_enqueue(rows)
-    created = Message.objects.bulk_create(rows)
+    created = inserting.insert(rows)
     queued = [row for row in created if row.status == Status.QUEUED]
     if queued:
         signals.send_queued(queued)

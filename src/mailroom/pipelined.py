@@ -101,11 +101,14 @@ class PipelinedWriter:
             return
         inflight.moved = moved
         # Committed: that is all the barrier needs. The rest (signals, the rows in memory)
-        # waits for the next submit, which runs while the server reads a command.
+        # waits for tidy() or the next submit, which run while the server reads.
         self._committed = inflight
 
     def close(self) -> None:
         self.settle()
+        self._finish()
+
+    def tidy(self) -> None:
         self._finish()
 
     def _finish(self) -> None:

@@ -30,6 +30,7 @@ def sendmail(
     *,
     before_commit: Callable[[], None],
     while_waiting: Callable[[], None] | None = None,
+    after_dot: Callable[[], None] | None = None,
 ) -> dict[str, tuple[int, bytes]]:
     """Send ``message``; call ``before_commit`` once the server is ready for its bytes.
 
@@ -37,20 +38,19 @@ def sendmail(
     If ``before_commit`` raises, the transaction is abandoned (the connection is closed before
     the message's bytes and dot, so the server discards it) and the exception propagates.
 
-    ``while_waiting`` runs once MAIL FROM is on its way, before its reply is read: work done
-    there (the previous message's bookkeeping) costs no time, since the server is busy with
-    the command meanwhile. If it raises, the connection is closed and the exception propagates.
+    ``while_waiting`` runs once MAIL FROM is on its way, before its reply is read, and
+    ``after_dot`` once the message is, before the server's verdict is read: work done there
+    (the previous message's bookkeeping) costs no time, since the server is busy meanwhile.
+    If either raises, the connection is closed and the exception propagates.
     """
     conn.ehlo_or_helo_if_needed()
     options = [f"size={len(message)}"] if conn.does_esmtp and conn.has_extn("size") else []
     # conn.mail(), with the wait for its reply put to use.
     conn.putcmd("mail", f"FROM:{smtplib.quoteaddr(from_addr)}{''.join(' ' + o for o in options)}")
-    if while_waiting is not None:
-        try:
-            while_waiting()
-        except BaseException:
-            conn.close()
-            raise
+    _run(conn, while_waiting)
+    # The message as it will go out after DATA, made while the server reads MAIL FROM.
+    body = _LEADING_DOT.sub(b"..", message)
+    body += b".\r\n" if body[-2:] == CRLF else b"\r\n.\r\n"
     code, reply = conn.getreply()
     if code != 250:
         _abandon(conn, code)
@@ -75,17 +75,25 @@ def sendmail(
     except BaseException:
         conn.close()
         raise
-    body = _LEADING_DOT.sub(b"..", message)
-    if body[-2:] != CRLF:
-        body += CRLF
     # The body and its final dot go out in one write, as sendmail sends them: one segment
     # for the server to read rather than two.
-    conn.send(body + b"." + CRLF)
+    conn.send(body)
+    _run(conn, after_dot)
     code, reply = conn.getreply()
     if code != 250:
         _abandon(conn, code)
         raise smtplib.SMTPDataError(code, reply)
     return refused
+
+
+def _run(conn: smtplib.SMTP, hook: Callable[[], None] | None) -> None:
+    if hook is None:
+        return
+    try:
+        hook()
+    except BaseException:
+        conn.close()
+        raise
 
 
 def _abandon(conn: smtplib.SMTP, code: int) -> None:

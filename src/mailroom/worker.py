@@ -345,7 +345,10 @@ class Engine:
             now = self.clock()
             t0 = time.perf_counter()
             result = session.deliver(
-                message, before_commit=batch.settle, while_waiting=batch.conclude_deferred
+                message,
+                before_commit=batch.settle,
+                while_waiting=batch.conclude_deferred,
+                after_dot=batch.tidy,
             )
             duration = time.perf_counter() - t0
             if session.fast_path and result.error is None and not result.refused:
