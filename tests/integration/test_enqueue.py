@@ -202,3 +202,13 @@ def test_a_bulk_enqueue_stores_every_field_as_built_and_returns_ids_in_order() -
             if name == "mime":
                 want, got = bytes(want), bytes(got)
             assert got == want, (built.pk, name)
+
+
+def test_a_bulk_enqueue_larger_than_one_statement_keeps_every_row_and_its_id() -> None:
+    """SQLite takes at most 32,766 parameters per statement: 2,000 messages need two."""
+    created = mailroom.enqueue_many(
+        EmailMessage(f"S{i}", "B", "app@example.com", [f"u{i}@x.org"]) for i in range(2000)
+    )
+    assert len({m.pk for m in created}) == 2000
+    stored = dict(Message.objects.values_list("pk", "subject"))
+    assert [stored[m.pk] for m in created] == [f"S{i}" for i in range(2000)]
