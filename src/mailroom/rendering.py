@@ -48,7 +48,10 @@ def render_simple(message: EmailMessage) -> bytes | None:
     body = message.body
     if not isinstance(body, str) or not body.isascii():
         return None
-    if any(len(line) > _MAX_BODY_LINE for line in body.splitlines()):
+    # Lines as the email package sees them (CR, LF or CRLF ends); a short body has none long.
+    if len(body) > _MAX_BODY_LINE and any(
+        len(line) > _MAX_BODY_LINE for line in _LINE_END.split(body)
+    ):
         return None
     extra = message.extra_headers
     names = {str(name).lower() for name in extra}
@@ -81,5 +84,5 @@ def render_simple(message: EmailMessage) -> bytes | None:
             return None
         lines.append(f"{name}: {text}\r\n")
     lines.append("\r\n")
-    lines.append(_LINE_END.sub("\r\n", body))
+    lines.append(body.replace("\n", "\r\n") if "\r" not in body else _LINE_END.sub("\r\n", body))
     return "".join(lines).encode("ascii")

@@ -112,3 +112,19 @@ def test_subclasses_are_left_to_django() -> None:
     message = EmailMultiAlternatives("Hi", "Body\n", "a@example.com", ["b@example.com"])
     message.extra_headers.update(PINNED)
     assert render_simple(message) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "a" * 600 + "\x0c" + "b" * 600,  # one line to the email package, two to splitlines()
+        "x" * 998 + "\n" + "y" * 10,
+        "x" * 999,
+        "line\r\nmixed\rends\n",
+    ],
+)
+def test_bodies_at_the_edges_render_as_django_does(body) -> None:
+    message = EmailMessage("S", body, "a@example.com", ["b@example.com"])
+    message.extra_headers.update({"Date": "Sat, 28 Nov 2026 10:00:00 -0000", "Message-ID": "<1@x>"})
+    fast = render_simple(message)
+    assert fast is None or fast == django_bytes(message)
