@@ -19,6 +19,7 @@ claim token, so a write that did land before the failure moves nothing twice.
 from __future__ import annotations
 
 import logging
+import select
 import weakref
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -72,18 +73,15 @@ class PipelinedWriter:
         attempts = prepare([outcome], worker=batch.worker, text_limit=batch.text_limit)
         now = batch.clock()
         sql, params = sent_statement_params(attempts, [outcome.message.pk], batch.token, now)
-        pgconn = connection.connection.pgconn
-        # psycopg keeps libpq non-blocking and waits in its own loop; blocking mode here makes
-        # the send complete in one call and the read wait for its result. It is restored when
-        # the result is read, before psycopg uses the connection again.
-        pgconn.nonblocking = 0
         try:
-            if _prepared(connection.connection, sql):
+            prepared = _prepared(connection.connection, sql)
+            pgconn = connection.connection.pgconn
+            if prepared:
                 pgconn.send_query_prepared(STATEMENT_NAME, params)
             else:
                 pgconn.send_query_params(sql, params)
+            _flush(pgconn)
         except Exception as exc:
-            pgconn.nonblocking = 1
             logger.warning("mailroom: pipelined write not sent (%s); writing it directly", exc)
             self._batch.write_now([outcome])
             return
@@ -135,14 +133,22 @@ def _prepared(raw: Any, sql: bytes) -> bool:
     known = _prepared_on.get(raw)
     if known is not None:
         return known
-    from psycopg import pq
-
-    result = raw.pgconn.prepare(STATEMENT_NAME, sql)
-    ok: bool = result.status == pq.ExecStatus.COMMAND_OK
-    if not ok:
-        logger.info("mailroom: cannot prepare the outcome statement: %s", result.error_message)
+    try:
+        # Through psycopg, which waits without holding the GIL.
+        raw.execute(b"PREPARE " + STATEMENT_NAME + b" AS " + sql)
+        ok = True
+    except Exception as exc:
+        logger.info("mailroom: cannot prepare the outcome statement: %s", exc)
+        ok = False
     _prepared_on[raw] = ok
     return ok
+
+
+def _flush(pgconn: Any) -> None:
+    """Push the statement out. libpq is non-blocking under psycopg, and a blocking call into
+    it would hold the GIL: any wait is a select(), which lets other threads run meanwhile."""
+    while pgconn.flush() != 0:
+        select.select([], [pgconn.socket], [])
 
 
 #: Where the statement's one row says how many messages it moved.
@@ -150,12 +156,23 @@ _RESULT_COLUMN = 0
 
 
 def _collect(pgconn: Any) -> tuple[int, str | None]:
-    """Drain every result of the statement in flight: (rows moved, error text or None)."""
+    """Drain every result of the statement in flight: (rows moved, error text or None).
+
+    The waits are select() calls, never a blocking libpq call: that would hold the GIL while
+    PostgreSQL works, and a thread of this process whose transaction the statement waits for
+    (a claim made ahead, a second delivery thread) could then never finish it.
+    """
     from psycopg import pq
 
     moved, error = 0, None
     try:
-        while (result := pgconn.get_result()) is not None:
+        while True:
+            while pgconn.is_busy():
+                select.select([pgconn.socket], [], [])
+                pgconn.consume_input()
+            result = pgconn.get_result()
+            if result is None:
+                break
             if result.status == pq.ExecStatus.TUPLES_OK:
                 value = result.get_value(0, _RESULT_COLUMN)
                 moved = int(value) if value is not None else 0
@@ -164,6 +181,4 @@ def _collect(pgconn: Any) -> tuple[int, str | None]:
                 error = message.decode("utf-8", "replace").strip() if message else "failed"
     except Exception as exc:  # the connection broke under the statement
         error = str(exc) or type(exc).__name__
-    finally:
-        pgconn.nonblocking = 1
     return moved, error

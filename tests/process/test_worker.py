@@ -110,3 +110,18 @@ def test_rolled_back_mail_is_never_sent(spawn_worker, smtp_server) -> None:
     assert smtp_server.count == 1
     worker.terminate()
     assert worker.wait(30) == 0
+
+
+@pytest.mark.parametrize("concurrency", ["1", "2"])
+def test_a_burst_worker_drains_a_deep_queue_without_stalling(
+    spawn_worker, smtp_server, concurrency
+) -> None:
+    """Delivery threads, the claim made ahead and the writes sent without waiting share one
+    process and one GIL: none may hold it while waiting for the database. (A write that
+    waited in libpq with the GIL held once hung the benchmark's two-thread worker on another
+    thread's claim; see mailroom.pipelined._collect.)"""
+    rows = queue(3000)
+    worker = spawn_worker("--burst", "--concurrency", concurrency)
+    assert worker.wait(60) == 0, worker.output
+    assert Message.objects.filter(status=Status.SENT).count() == 3000
+    assert sorted(smtp_server.message_ids()) == sorted(r.message_id for r in rows)
