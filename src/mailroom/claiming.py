@@ -9,11 +9,14 @@ lease ran out cannot overwrite what another worker did since.
   ids, in one transaction: concurrent claimers skip each other's rows instead of waiting.
 - SQLite (one host): a single ``UPDATE ... WHERE id IN (SELECT ... LIMIT n)`` statement, which
   SQLite runs atomically (a compare-and-set of the whole batch), then a read of the token.
+
+The rows come back without their ``payload``; :func:`load_payloads` reads it for the rows
+that have no stored bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
@@ -49,7 +52,7 @@ def _claim_skip_locked(
     candidates: MessageQuerySet, token: str, now: datetime, claimed_until: datetime, limit: int
 ) -> list[Message]:
     with transaction.atomic():
-        rows = list(candidates.select_for_update(skip_locked=True)[:limit])
+        rows = list(candidates.select_for_update(skip_locked=True).defer("payload")[:limit])
         if not rows:
             return []
         # MySQL cannot UPDATE ... WHERE id IN (SELECT ... LIMIT n), hence two statements;
@@ -76,10 +79,24 @@ def _claim_compare_and_set(
     if not claimed:
         return []
     return list(
-        Message.objects.filter(claimed_by=token, status=Status.SENDING).order_by(
-            "priority", "due_at", "id"
-        )
+        Message.objects.filter(claimed_by=token, status=Status.SENDING)
+        .defer("payload")
+        .order_by("priority", "due_at", "id")
     )
+
+
+def load_payloads(rows: Sequence[Message]) -> None:
+    """Fill in the stored message of the rows that will need it, in one query.
+
+    Claims leave ``payload`` unread: a row rendered at enqueue goes out as its stored bytes,
+    and its payload (the whole message again, attachments included, as JSON) would only cost
+    time and memory. Rows without those bytes (other backends) are rebuilt from it.
+    """
+    wanted = {row.pk: row for row in rows if row.mime is None}
+    if not wanted:
+        return
+    for pk, payload in Message.objects.filter(pk__in=list(wanted)).values_list("pk", "payload"):
+        wanted[pk].payload = payload
 
 
 def release(ids: Collection[int], *, token: str) -> int:

@@ -36,11 +36,35 @@ def insert(rows: Sequence[Message]) -> list[Message]:
         return _insert_sqlite(rows)
     if connection.vendor != "postgresql":
         return Message.objects.bulk_create(rows)
-    document = json.dumps([_row(message) for message in rows], separators=(",", ":"))
-    with connection.cursor() as cursor:
-        cursor.execute(_statement(), [document])
-        ids = [pk for (pk,) in cursor.fetchall()]
+    documents = _documents([json.dumps(_row(m), separators=(",", ":")) for m in rows])
+    ids: list[int] = []
+    # One statement is atomic on its own; several must stand or fall together.
+    several = len(documents) > 1
+    with transaction.atomic() if several else contextlib.nullcontext(), connection.cursor() as c:
+        for document in documents:
+            c.execute(_statement(), [document])
+            ids.extend(pk for (pk,) in c.fetchall())
     return _saved(rows, ids)
+
+
+#: The most JSON text in one statement. PostgreSQL cannot take a value of 1 GB or more, and
+#: a few megabytes already make the cost per row as low as it gets.
+_DOCUMENT_LIMIT = 16 * 1024 * 1024
+
+
+def _documents(rows: list[str]) -> list[str]:
+    """The rows' JSON texts gathered into arrays of at most _DOCUMENT_LIMIT (one row at least)."""
+    documents: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for row in rows:
+        if chunk and size + len(row) > _DOCUMENT_LIMIT:
+            documents.append("[" + ",".join(chunk) + "]")
+            chunk, size = [], 0
+        chunk.append(row)
+        size += len(row) + 1
+    documents.append("[" + ",".join(chunk) + "]")
+    return documents
 
 
 def _saved(rows: Sequence[Message], ids: Sequence[int]) -> list[Message]:

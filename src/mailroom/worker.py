@@ -34,7 +34,7 @@ from django.utils.module_loading import import_string
 from . import pipelined
 from .batch import Batch, OutcomeWriter, Writer
 from .claim_ahead import ClaimAhead, Claimed
-from .claiming import claim, reclaim_expired, release
+from .claiming import claim, load_payloads, reclaim_expired, release
 from .classification import Rule, classify
 from .conf import get_settings
 from .delivery import DeliverySession
@@ -240,8 +240,10 @@ class Engine:
             exclude_backends=paused,
             due_before=due_before,
         )
-        # Recipients suppressed since enqueue, looked up with the claim (one query for the
-        # batch), so that a claim made ahead does this on its own thread too.
+        # The messages to rebuild, and the recipients suppressed since enqueue, looked up with
+        # the claim (a query each, for the whole batch), so that a claim made ahead does this
+        # on its own thread too.
+        load_payloads(rows)
         return Claimed(rows, token, now, drop_suppressed(rows) if rows else {})
 
     def _take_ahead(self, paused: frozenset[str]) -> Claimed | None:

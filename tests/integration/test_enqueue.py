@@ -212,3 +212,17 @@ def test_a_bulk_enqueue_larger_than_one_statement_keeps_every_row_and_its_id() -
     assert len({m.pk for m in created}) == 2000
     stored = dict(Message.objects.values_list("pk", "subject"))
     assert [stored[m.pk] for m in created] == [f"S{i}" for i in range(2000)]
+
+
+def test_a_bulk_enqueue_too_big_for_one_statement_is_split(monkeypatch) -> None:
+    """PostgreSQL takes the rows as JSON documents of bounded size (a value can never reach
+    1 GB there): many big messages go in several statements, all or none."""
+    from mailroom import inserting
+
+    monkeypatch.setattr(inserting, "_DOCUMENT_LIMIT", 4000)
+    created = mailroom.enqueue_many(
+        EmailMessage(f"S{i}", "B" * 900, "app@example.com", [f"u{i}@x.org"]) for i in range(20)
+    )
+    stored = dict(Message.objects.values_list("pk", "subject"))
+    assert [stored[m.pk] for m in created] == [f"S{i}" for i in range(20)]
+    assert all(bytes(m.mime).endswith(b"B" * 900) for m in Message.objects.all())
