@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from django.core.mail import EmailMessage
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 import mailroom
 from mailroom import pipelined
@@ -159,3 +160,20 @@ def test_a_failed_pipelined_write_is_written_the_ordinary_way(
     assert Message.objects.filter(status=Status.SENT).count() == 5
     assert Attempt.objects.count() == 5
     assert "writing it directly" in caplog.text
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the pipelined write is PostgreSQL's")
+def test_writes_sent_without_waiting_are_counted_as_queries(queue_to_smtp) -> None:
+    """One statement per message, in Django's query log like any other (assertNumQueries,
+    the debug toolbar and the benchmark's count see them)."""
+
+    def queries_for(size: int) -> int:
+        Message.objects.all().delete()
+        queue(size)
+        with CaptureQueriesContext(connection) as queries:
+            assert Engine(batch_size=size).run_batch(RunStats()) == size
+        assert Message.objects.filter(status=Status.SENT).count() == size
+        return sum("sent without waiting" in q["sql"] for q in queries.captured_queries)
+
+    assert queries_for(10) == 10
+    assert queries_for(30) == 30
