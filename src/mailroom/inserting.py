@@ -15,16 +15,15 @@ statement as long as all of them. For a bulk enqueue that is most of the time.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import json
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from django.db import connection, models, transaction
 
+from .columns import json_row, stored_fields
 from .models import Message
 
 
@@ -36,7 +35,7 @@ def insert(rows: Sequence[Message]) -> list[Message]:
         return _insert_sqlite(rows)
     if connection.vendor != "postgresql":
         return Message.objects.bulk_create(rows)
-    documents = _documents([json.dumps(_row(m), separators=(",", ":")) for m in rows])
+    documents = _documents([json.dumps(json_row(m), separators=(",", ":")) for m in rows])
     ids: list[int] = []
     # One statement is atomic on its own; several must stand or fall together.
     several = len(documents) > 1
@@ -80,7 +79,7 @@ _SQLITE_MAX_PARAMS = 32766
 
 
 def _insert_sqlite(rows: Sequence[Message]) -> list[Message]:
-    fields = _fields()
+    fields = stored_fields(Message)
     first = rows[0]
     # A value every row shares is prepared once: a call's messages have the same status,
     # priority, dates and counters, and differ in a handful of fields.
@@ -122,14 +121,10 @@ def _insert_sqlite(rows: Sequence[Message]) -> list[Message]:
     return _saved(rows, ids)
 
 
-def _fields() -> list[models.Field[Any, Any]]:
-    return [f for f in Message._meta.concrete_fields if not f.primary_key]
-
-
 @functools.cache
 def _statement() -> str:
     quote = connection.ops.quote_name
-    fields = _fields()
+    fields = stored_fields(Message)
     columns = ", ".join(quote(f.column) for f in fields)
     # Bytes travel as base64 text; everything else as PostgreSQL's own column type.
     typed = ", ".join(
@@ -153,15 +148,3 @@ def _statement() -> str:
 
 def _is_binary(field: models.Field[Any, Any]) -> bool:
     return isinstance(field, models.BinaryField)
-
-
-def _row(message: Message) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for field in _fields():
-        value = getattr(message, field.attname)
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif isinstance(value, (bytes, bytearray, memoryview)):
-            value = base64.b64encode(value).decode("ascii")
-        row[field.column] = value
-    return row

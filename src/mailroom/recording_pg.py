@@ -27,8 +27,8 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import Field
 
+from .columns import json_row, stored_fields
 from .models import Attempt, Message, Status
 
 
@@ -75,18 +75,14 @@ def _document(attempts: Sequence[Attempt]) -> str:
     # The attempts travel as one JSON document that PostgreSQL unpacks with
     # jsonb_to_recordset: quoting one string costs far less than binding fifteen parameters
     # per attempt on the client, and the statement's text is the same for any batch size.
-    return json.dumps([_row(attempt) for attempt in attempts], separators=(",", ":"))
-
-
-def _fields() -> list[Field[Any, Any]]:
-    return [f for f in Attempt._meta.concrete_fields if not f.primary_key]
+    return json.dumps([json_row(attempt) for attempt in attempts], separators=(",", ":"))
 
 
 @functools.cache
 def _statement() -> str:
     """The statement, with ``{name}`` fields for its parameters' placeholders."""
     quote = connection.ops.quote_name
-    fields = _fields()
+    fields = stored_fields(Attempt)
     columns = ", ".join(quote(f.column) for f in fields)
     # PostgreSQL's own column types (varchar(n), jsonb...), so the recordset needs no casts.
     typed = ", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in fields)
@@ -113,15 +109,6 @@ def _statement() -> str:
 def _libpq_statement() -> bytes:
     names = ("document", "status", "now", "ids", "token")
     return _statement().format(**{n: f"${i}" for i, n in enumerate(names, 1)}).encode()
-
-
-def _row(attempt: Attempt) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for field in _fields():
-        value = getattr(attempt, field.attname)
-        # jsonb_to_recordset reads timestamps from ISO 8601 text, with their offset.
-        row[field.column] = value.isoformat() if isinstance(value, datetime) else value
-    return row
 
 
 def _moved(cursor: Any) -> int:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Field
 
+from .columns import stored_fields
 from .models import Attempt, Message, Status
 
 
@@ -24,7 +23,7 @@ def record_sent_plain(
     attempts: Sequence[Attempt], ids: Sequence[int], *, token: str, now: datetime
 ) -> int:
     """Insert ``attempts`` and mark messages ``ids`` sent. Returns how many were moved."""
-    fields = _attempt_fields()
+    fields = stored_fields(Attempt)
     rows = [
         tuple(f.get_db_prep_save(getattr(attempt, f.attname), connection) for f in fields)
         for attempt in attempts
@@ -44,14 +43,10 @@ def record_sent_plain(
         return int(cursor.rowcount)
 
 
-def _attempt_fields() -> list[Field[Any, Any]]:
-    return [f for f in Attempt._meta.concrete_fields if not f.primary_key]
-
-
 @functools.cache
 def _insert() -> str:
     quote = connection.ops.quote_name
-    fields = _attempt_fields()
+    fields = stored_fields(Attempt)
     columns = ", ".join(quote(f.column) for f in fields)
     marks = ", ".join(["%s"] * len(fields))
     return f"INSERT INTO {quote(Attempt._meta.db_table)} ({columns}) VALUES ({marks})"
