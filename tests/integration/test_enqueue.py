@@ -221,8 +221,9 @@ def test_a_bulk_enqueue_too_big_for_one_statement_is_split(monkeypatch) -> None:
 
     monkeypatch.setattr(inserting, "_DOCUMENT_LIMIT", 4000)
     created = mailroom.enqueue_many(
-        EmailMessage(f"S{i}", "B" * 900, "app@example.com", [f"u{i}@x.org"]) for i in range(20)
+        EmailMessage(f"S{i}", ("B" * 60 + "\n") * 15, "app@example.com", [f"u{i}@x.org"])
+        for i in range(20)
     )
     stored = dict(Message.objects.values_list("pk", "subject"))
     assert [stored[m.pk] for m in created] == [f"S{i}" for i in range(20)]
-    assert all(bytes(m.mime).endswith(b"B" * 900) for m in Message.objects.all())
+    assert all(bytes(m.mime).count(b"B" * 60) == 15 for m in Message.objects.all())
