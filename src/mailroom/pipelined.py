@@ -160,10 +160,6 @@ def _flush(pgconn: Any) -> None:
         select.select([], [pgconn.socket], [])
 
 
-#: Where the statement's one row says how many messages it moved.
-_RESULT_COLUMN = 0
-
-
 def _collect(pgconn: Any) -> tuple[int, str | None]:
     """Drain every result of the statement in flight: (rows moved, error text or None).
 
@@ -183,7 +179,7 @@ def _collect(pgconn: Any) -> tuple[int, str | None]:
             if result is None:
                 break
             if result.status == pq.ExecStatus.TUPLES_OK:
-                value = result.get_value(0, _RESULT_COLUMN)
+                value = result.get_value(0, 0)
                 moved = int(value) if value is not None else 0
             else:
                 message = result.error_message

@@ -20,7 +20,7 @@ from .classification import describe
 from .models import Attempt, BackendState, Message, Status
 from .outcomes import Classification, DeliveryResult, RecipientState, Verdict
 from .recording_pg import record_sent
-from .recording_plain import record_sent_plain
+from .recording_plain import mark_sent, record_sent_plain
 from .retry import Action, Decision, RetryPolicy, backend_pause
 from .suppression import Drop
 
@@ -101,21 +101,10 @@ def _record_in_a_transaction(
 
     Returns how many of ``plain_sent`` were moved to sent (fewer if a lease was lost).
     """
-    moved = 0
     with transaction.atomic():
         _commit_without_waiting_for_disk()
         Attempt.objects.bulk_create(attempts)
-        if plain_sent:
-            moved = Message.objects.filter(pk__in=plain_sent, claimed_by=token).update(
-                status=Status.SENT,
-                sent_at=now,
-                last_attempt_at=now,
-                attempts=F("attempts") + 1,
-                pending_recipients=[],
-                reason="",
-                claimed_by="",
-                claimed_until=None,
-            )
+        moved = mark_sent(plain_sent, token=token, now=now)
         for outcome in outcomes:
             if outcome.message.pk not in plain_sent:
                 _update_one(outcome, token=token, now=now)

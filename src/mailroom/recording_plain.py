@@ -3,14 +3,15 @@
 The common outcome, a message simply sent, is written after every message, so its cost is on
 the send path. Through the ORM each write compiles a bulk INSERT and an UPDATE afresh; here
 the two statements' text is made once, and a write is one transaction with one INSERT of the
-attempts and one UPDATE of the messages, fenced on the claim token as in the general path.
-(PostgreSQL has its own single-statement version in ``recording_pg``.)
+attempts and one UPDATE of the messages, fenced on the claim token. :func:`mark_sent` is
+also the general path's UPDATE, on every database. (PostgreSQL has its own single-statement
+version of the whole write in ``recording_pg``.)
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from django.db import connection, transaction
@@ -28,16 +29,23 @@ def record_sent_plain(
         tuple(f.get_db_prep_save(getattr(attempt, f.attname), connection) for f in fields)
         for attempt in attempts
     ]
-    when = Message._meta.get_field("sent_at").get_db_prep_save(now, connection)
-    nothing = Message._meta.get_field("pending_recipients").get_db_prep_save([], connection)
-    marks = ", ".join(["%s"] * len(ids))
     with transaction.atomic(), connection.cursor() as cursor:
         if len(rows) == 1:
             cursor.execute(_insert(), rows[0])
         else:
             cursor.executemany(_insert(), rows)
+        return mark_sent(ids, token=token, now=now)
+
+
+def mark_sent(ids: Collection[int], *, token: str, now: datetime) -> int:
+    """Move messages ``ids`` to sent, if ``token`` still holds them. Returns how many moved."""
+    if not ids:
+        return 0
+    when = Message._meta.get_field("sent_at").get_db_prep_save(now, connection)
+    nothing = Message._meta.get_field("pending_recipients").get_db_prep_save([], connection)
+    with connection.cursor() as cursor:
         cursor.execute(
-            _update().format(ids=marks),
+            _update().format(ids=", ".join(["%s"] * len(ids))),
             [Status.SENT.value, when, when, nothing, *ids, token],
         )
         return int(cursor.rowcount)

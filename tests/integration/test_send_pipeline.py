@@ -77,13 +77,12 @@ def slow_writes(monkeypatch) -> None:
 
     def sleepy_statement(*args: Any) -> tuple[bytes, list[bytes | None]]:
         sql, params = real_params(*args)
-        return sql.replace(
-            b"SELECT (SELECT count(*)", b"SELECT pg_sleep(0.02), (SELECT count(*)"
-        ), params
+        slow = sql.replace(b"'off', true)", b"'off', true), pg_sleep(0.02)")
+        assert slow != sql, "the statement no longer ends as this fixture expects"
+        return slow, params
 
     monkeypatch.setattr(pipelined, "sent_statement_params", sleepy_statement)
     monkeypatch.setattr(pipelined, "_prepared", lambda raw, sql: False)
-    monkeypatch.setattr(pipelined, "_RESULT_COLUMN", 1)
     real_write = Batch.write_now
 
     def sleepy_write(self: Batch, outcomes: list[Any]) -> None:
