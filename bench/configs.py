@@ -107,6 +107,16 @@ SEND = (
         target=1.4,
     ),
     SendConfig(
+        key="mailroom-worker-procs",
+        name="mailroom worker --processes 2 --burst",
+        app="mailroom",
+        prepare="send.prepare_mailroom",
+        send="send.mailroom_worker",
+        params={"concurrency": 1, "processes": 2},
+        unavailable=_worker_command,
+        target=1.4,
+    ),
+    SendConfig(
         key="mailer",
         name="django-mailer send_mail (send_all)",
         app="mailer",

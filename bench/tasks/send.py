@@ -127,12 +127,22 @@ def mailroom_send(n: int) -> dict[str, Any]:
 
 
 @task
-def mailroom_worker(n: int, concurrency: int) -> dict[str, Any]:
-    """``manage.py mailroom worker --concurrency N --burst``: exits once the queue is empty."""
+def mailroom_worker(n: int, concurrency: int, processes: int = 1) -> dict[str, Any]:
+    """``manage.py mailroom worker --processes P --concurrency N --burst``: exits once the
+    queue is empty. The time includes forking the worker processes."""
     from django.core.management import call_command
 
     t0 = time.perf_counter()
-    call_command("mailroom", "worker", "--concurrency", str(concurrency), "--burst", verbosity=0)
+    call_command(
+        "mailroom",
+        "worker",
+        "--processes",
+        str(processes),
+        "--concurrency",
+        str(concurrency),
+        "--burst",
+        verbosity=0,
+    )
     seconds = time.perf_counter() - t0
     sent = _mailroom_sent()
     return _result(seconds, sent, db_sent=sent, expected=n)

@@ -40,6 +40,7 @@ class Worker:
         poll_interval: float | None = None,
         stop_timeout: float = 30.0,
         say: Callable[[str], None] = print,
+        stop_signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
     ) -> None:
         settings = get_settings()
         self.concurrency = max(1, concurrency)
@@ -49,6 +50,7 @@ class Worker:
         self.stop_timeout = stop_timeout
         self.lease = settings.lease
         self.say = say
+        self.stop_signals = stop_signals
         self.worker_id = make_worker_id()
         self.stopping = threading.Event()
         self.waiter = Waiter()
@@ -87,8 +89,13 @@ class Worker:
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in self.stop_signals:
             signal.signal(signum, self._on_signal)
+
+    def stop(self) -> None:
+        """Finish the messages in flight, return the rest to the queue, and end ``run``."""
+        self.stopping.set()
+        self.waiter.wake_all()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
@@ -99,8 +106,7 @@ class Worker:
             "mailroom: %s: finishing the messages in flight, then stopping",
             signal.Signals(signum).name,
         )
-        self.stopping.set()
-        self.waiter.wake_all()
+        self.stop()
 
     def _loop(self, number: int) -> None:
         engine = Engine(worker_id=f"{self.worker_id}/{number}", batch_size=self.batch_size)

@@ -3,6 +3,7 @@ stopped with SIGTERM, killed with SIGKILL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class WorkerProcess:
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], new_session: bool = False) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "django", "mailroom", "worker", *args],
             env=env,
@@ -27,6 +28,8 @@ class WorkerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # Its own process group, for a test that signals the group as a terminal does.
+            start_new_session=new_session,
         )
         self.lines: list[str] = []
         self.started = threading.Event()
@@ -59,13 +62,36 @@ class WorkerProcess:
     def wait(self, timeout: float) -> int:
         return self.proc.wait(timeout)
 
+    def children(self) -> list[int]:
+        """The pids of this process's children (a supervisor's worker processes)."""
+        return children_of(self.proc.pid)
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def is_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an exited child nobody has reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
 
 @pytest.fixture
 def spawn_worker(smtp_server) -> Iterator[Callable[..., WorkerProcess]]:
     """``spawn_worker("--concurrency", "4", LEASE=2)``: a worker on the test database."""
     started: list[WorkerProcess] = []
 
-    def spawn(*args: str, db_port: str | None = None, **settings: object) -> WorkerProcess:
+    def spawn(
+        *args: str, db_port: str | None = None, new_session: bool = False, **settings: object
+    ) -> WorkerProcess:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.process_settings",
@@ -76,15 +102,19 @@ def spawn_worker(smtp_server) -> Iterator[Callable[..., WorkerProcess]]:
         if db_port:
             env["MAILROOM_WORKER_DB_PORT"] = db_port
         env.update({f"MAILROOM_WORKER_{k}": str(v) for k, v in settings.items()})
-        worker = WorkerProcess(list(args), env)
+        worker = WorkerProcess(list(args), env, new_session)
         started.append(worker)
         return worker
 
     yield spawn
     for worker in started:
         if worker.proc.poll() is None:
+            orphans = worker.children()
             worker.kill()
             worker.wait(10)
+            for pid in orphans:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
 from mailroom.runner import Worker
+from mailroom.supervisor import Supervisor
 
 HELP = "Deliver continuously until stopped (SIGTERM/CONTROL-C)."
 
@@ -15,6 +17,13 @@ HELP = "Deliver continuously until stopped (SIGTERM/CONTROL-C)."
 def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency", type=int, default=1, help="Delivery threads, each with its own connection."
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="Worker processes under one supervisor, each with --concurrency threads "
+        "(processes do not share Python's interpreter lock; Unix only).",
     )
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument(
@@ -30,6 +39,7 @@ def run(
     command: BaseCommand,
     *,
     concurrency: int,
+    processes: int,
     batch_size: int | None,
     poll_interval: float | None,
     stop_timeout: float,
@@ -41,14 +51,31 @@ def run(
         if verbosity >= 1:
             command.stdout.write(line)
 
-    worker = Worker(
-        concurrency=concurrency,
-        burst=burst,
-        batch_size=batch_size,
-        poll_interval=poll_interval,
-        stop_timeout=stop_timeout,
-        say=say,
-    )
-    code = worker.run()
+    if concurrency < 1 or processes < 1:
+        raise CommandError("mailroom worker: --concurrency and --processes must be at least 1")
+
+    def make_worker(*, supervised: bool = False) -> Worker:
+        return Worker(
+            concurrency=concurrency,
+            burst=burst,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            stop_timeout=stop_timeout,
+            say=say,
+            # A supervised worker takes its stop from the supervisor, which passes on the
+            # terminal's CONTROL-C as SIGTERM (see mailroom.supervisor).
+            stop_signals=(signal.SIGTERM,) if supervised else (signal.SIGTERM, signal.SIGINT),
+        )
+
+    if processes == 1:
+        code = make_worker().run()
+    else:
+        code = Supervisor(
+            processes=processes,
+            make_worker=lambda: make_worker(supervised=True),
+            burst=burst,
+            stop_timeout=stop_timeout,
+            say=say,
+        ).run()
     if code:
         raise CommandError("mailroom worker: did not stop cleanly", returncode=code)
