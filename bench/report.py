@@ -157,6 +157,25 @@ def _send_table(suites: dict[str, Any], dbs: Sequence[str], keys: Sequence[str])
     return _table(header, rows)
 
 
+def _cpu_table(suites: dict[str, Any], dbs: Sequence[str], keys: Sequence[str]) -> list[str]:
+    parts = ("client", "database", "sink")
+    header = ["configuration"]
+    for db in dbs:
+        header += [f"{DB_NAMES[db]} {part}" for part in ("app", "database", "sink")]
+    rows = []
+    for key in keys:
+        rowset = [suites.get(db, {}).get("summary", {}).get(key) for db in dbs]
+        present = [r for r in rowset if r is not None and "cpu_us_per_message" in r]
+        if not present:
+            continue
+        row: list[object] = [present[0]["name"]]
+        for r in rowset:
+            cpu = (r or {}).get("cpu_us_per_message", {})
+            row += [f"{cpu[p]:.0f}" if p in cpu else "—" for p in parts]
+        rows.append(row)
+    return _table(header, rows)
+
+
 def _enqueue_table(suites: dict[str, Any], dbs: Sequence[str]) -> list[str]:
     header = ["API"]
     for db in dbs:
@@ -297,6 +316,17 @@ def markdown(results: dict[str, Any]) -> str:
             "",
         ]
         lines += _send_table(results["send"], dbs, [c.key for c in SEND])
+        lines += [
+            "",
+            "### CPU per message",
+            "",
+            "Microseconds of CPU per message sent, medians over rounds: the sending process "
+            "(with its child processes), the database server (PostgreSQL: all its processes; "
+            "SQLite runs inside the sending process) and the sink. The machine has "
+            f"{env['cpus']} CPUs for all three.",
+            "",
+        ]
+        lines += _cpu_table(results["send"], dbs, [c.key for c in SEND])
     if results.get("big"):
         lines += [f"## Big messages ({opts['big_messages']} messages each)", ""]
         for shape in BIG_SHAPES:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from bench import databases
 from bench.child import run_child
 from bench.configs import RAW, EnqueueConfig, SendConfig
+from bench.cpu import process_cpu, user_cpu
 from bench.sink import Sink, check_count
 
 C = TypeVar("C", SendConfig, EnqueueConfig)
@@ -73,9 +74,19 @@ def summarise(
             "rates": [run["rate"] for run in runs],
             "ratios": ratios,
             "rss_mb": statistics.median(run.get("rss_mb", 0.0) for run in runs),
+            "cpu_us_per_message": _median_cpu(runs),
             "target": config.target,
         }
     return summary
+
+
+def _median_cpu(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Median CPU per message of each part (client, sink, database) over the rounds."""
+    parts: dict[str, list[float]] = {}
+    for run in runs:
+        for part, value in run.get("cpu_us_per_message", {}).items():
+            parts.setdefault(part, []).append(value)
+    return {part: statistics.median(values) for part, values in parts.items()}
 
 
 # -- send ----------------------------------------------------------------------------------------
@@ -93,9 +104,14 @@ def measure_send(config: SendConfig, db: str, n: int, shape: str) -> dict[str, A
     else:
         send_params["shape"] = shape
     with Sink() as sink:
+        before = _cpu_around(sink, db)
         result = run_child(
             config.send, app=config.app, db=db, port=sink.port, env=config.env, **send_params
         )
+        # The database server's connection processes end just after their client: give the
+        # server a moment to reap them, so that their CPU is counted.
+        time.sleep(0.2)
+        after = _cpu_around(sink, db)
         stats = sink.stop()
     check_count(f"{config.name} ({db}, {shape})", stats, messages=n)
     if result["sent"] != n or result.get("db_sent", n) != n:
@@ -103,11 +119,25 @@ def measure_send(config: SendConfig, db: str, n: int, shape: str) -> dict[str, A
             f"{config.name} ({db}): reported {result['sent']} sent, "
             f"its tables say {result.get('db_sent')}, expected {n}"
         )
+    cpu = {"client": result["cpu_s"] * 1e6 / n}
+    for part in ("sink", "database"):
+        if before[part] is not None and after[part] is not None:
+            cpu[part] = (after[part] - before[part]) * 1e6 / n
     return {
         "rate": n / result["seconds"],
         "seconds": result["seconds"],
         "rss_mb": result["rss_mb"],
         "connections": stats["connections"],
+        "cpu_us_per_message": cpu,
+    }
+
+
+def _cpu_around(sink: Sink, db: str) -> dict[str, float | None]:
+    """CPU seconds so far of the sink and (PostgreSQL) of the database server."""
+    assert sink.proc is not None
+    return {
+        "sink": process_cpu(sink.proc.pid),
+        "database": user_cpu("postgres") if db == "postgres" else None,
     }
 
 

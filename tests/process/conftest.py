@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class WorkerProcess:
-    def __init__(self, args: list[str], env: dict[str, str], new_session: bool = False) -> None:
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "django", "mailroom", "worker", *args],
             env=env,
@@ -28,8 +28,10 @@ class WorkerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            # Its own process group, for a test that signals the group as a terminal does.
-            start_new_session=new_session,
+            # A process group of its own: a test can signal it as a terminal does, and the
+            # teardown can kill every process in it, worker processes orphaned by a killed
+            # supervisor included.
+            start_new_session=True,
         )
         self.lines: list[str] = []
         self.started = threading.Event()
@@ -89,9 +91,7 @@ def spawn_worker(smtp_server) -> Iterator[Callable[..., WorkerProcess]]:
     """``spawn_worker("--concurrency", "4", LEASE=2)``: a worker on the test database."""
     started: list[WorkerProcess] = []
 
-    def spawn(
-        *args: str, db_port: str | None = None, new_session: bool = False, **settings: object
-    ) -> WorkerProcess:
+    def spawn(*args: str, db_port: str | None = None, **settings: object) -> WorkerProcess:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.process_settings",
@@ -102,19 +102,15 @@ def spawn_worker(smtp_server) -> Iterator[Callable[..., WorkerProcess]]:
         if db_port:
             env["MAILROOM_WORKER_DB_PORT"] = db_port
         env.update({f"MAILROOM_WORKER_{k}": str(v) for k, v in settings.items()})
-        worker = WorkerProcess(list(args), env, new_session)
+        worker = WorkerProcess(list(args), env)
         started.append(worker)
         return worker
 
     yield spawn
     for worker in started:
-        if worker.proc.poll() is None:
-            orphans = worker.children()
-            worker.kill()
-            worker.wait(10)
-            for pid in orphans:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.proc.pid, signal.SIGKILL)
+        worker.wait(10)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

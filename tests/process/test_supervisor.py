@@ -77,7 +77,7 @@ def test_one_control_c_to_the_process_group_is_one_clean_stop(spawn_worker, smtp
     as two signals each, the workers would exit at once instead of finishing."""
     smtp_server.script.data_delay = 0.2
     queue(40)
-    worker = spawn_worker("--processes", "2", "--batch-size", "5", new_session=True)
+    worker = spawn_worker("--processes", "2", "--batch-size", "5")
     pids = wait_ready(worker, 2)
     wait_until(lambda: smtp_server.count >= 4, 30, "the first deliveries")
     os.killpg(worker.proc.pid, signal.SIGINT)
