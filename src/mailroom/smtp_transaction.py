@@ -14,6 +14,7 @@ sees the same outcomes either way.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import smtplib
 from collections.abc import Callable, Sequence
@@ -46,7 +47,7 @@ def sendmail(
     conn.ehlo_or_helo_if_needed()
     options = [f"size={len(message)}"] if conn.does_esmtp and conn.has_extn("size") else []
     # conn.mail(), with the wait for its reply put to use.
-    conn.putcmd("mail", f"FROM:{smtplib.quoteaddr(from_addr)}{''.join(' ' + o for o in options)}")
+    conn.putcmd("mail", f"FROM:{_quoted(from_addr)}{''.join(' ' + o for o in options)}")
     _run(conn, while_waiting)
     # The message as it will go out after DATA, made while the server reads MAIL FROM.
     body = _LEADING_DOT.sub(b"..", message)
@@ -57,7 +58,9 @@ def sendmail(
         raise smtplib.SMTPSenderRefused(code, reply, from_addr)
     refused: dict[str, tuple[int, bytes]] = {}
     for address in to_addrs:
-        code, reply = conn.rcpt(address)
+        # conn.rcpt(), with the address quoted once per process rather than once per message.
+        conn.putcmd("rcpt", f"TO:{_quoted(address)}")
+        code, reply = conn.getreply()
         if code not in (250, 251):
             refused[address] = (code, reply)
         if code == 421:
@@ -84,6 +87,13 @@ def sendmail(
         _abandon(conn, code)
         raise smtplib.SMTPDataError(code, reply)
     return refused
+
+
+@functools.lru_cache(maxsize=4096)
+def _quoted(address: str) -> str:
+    # smtplib.quoteaddr parses the address with the email package each time it is called:
+    # a batch has one sender, and a run sends to the same addresses again and again.
+    return smtplib.quoteaddr(address)
 
 
 def _run(conn: smtplib.SMTP, hook: Callable[[], None] | None) -> None:
