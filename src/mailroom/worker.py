@@ -1,10 +1,11 @@
 """The delivery engine: claim -> deliver -> classify -> decide -> record -> signal.
 
-:class:`Engine` only orchestrates; every judgement is made by the pure modules
-(``classification``, ``retry``) and every write by ``recording`` through a :class:`Batch`. A
-message's fate can never stop the loop: any exception becomes that message's outcome, and a
-backend fault stops only that backend's share of the batch. The long-running process around
-it is ``mailroom.runner``.
+:class:`Engine` only orchestrates: it claims a batch, hands each backend's share of it to
+``backend_share`` (which delivers message by message), and records the run's stats. Every
+judgement is made by the pure modules (``classification``, ``retry``) and every write by
+``recording`` through a :class:`Batch`. A message's fate can never stop the loop: any
+exception becomes that message's outcome, and a backend fault stops only that backend's share
+of the batch. The long-running process around it is ``mailroom.runner``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ import random
 import socket
 import sys
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
@@ -32,24 +32,21 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from . import pipelined
+from .backend_share import Judge, deliver_share
 from .batch import Batch, OutcomeWriter, Writer
 from .claim_ahead import ClaimAhead, Claimed
 from .claiming import claim, load_payloads, reclaim_expired, release
-from .classification import Rule, classify
+from .classification import Rule
 from .conf import get_settings
 from .delivery import DeliverySession
 from .models import BackendState, Message
-from .outcomes import Classification, DeliveryResult, Verdict
 from .pipelined import PipelinedWriter
-from .ratelimit import Rate, Throttle
+from .ratelimit import Rate
 from .recording import (
-    Outcome,
     drop_recipients,
-    fail_unattempted,
     mark_backends_healthy,
-    pause_backend,
 )
-from .retry import Action, RetryPolicy, decide
+from .retry import Action, RetryPolicy
 from .suppression import Drop, drop_suppressed
 
 logger = logging.getLogger(__name__)
@@ -114,6 +111,7 @@ class Engine:
         self.batch_size = batch_size or self.settings.batch_size
         self.clock = clock
         self.rng = rng
+        self.judge = Judge(rules=self.rules, policy=self.policy, clock=clock, rng=rng)
         self.on_batch = on_batch
         self._tokens = itertools.count(1)
         self._ahead: ClaimAhead | None = None
@@ -296,134 +294,23 @@ class Engine:
         session = session or DeliverySession(alias)
         healthy = False
         try:
-            healthy = self._deliver_with(session, kept, alias, group, batch, stats, stop)
+            healthy = deliver_share(
+                session,
+                opened=kept,
+                alias=alias,
+                group=group,
+                batch=batch,
+                stats=stats,
+                stop=stop,
+                judge=self.judge,
+                rate=self.rates.get(alias),
+            )
             return healthy
         finally:
             if healthy and self._running and session.fast_path:
                 self._kept[alias] = session
             else:
                 session.close()
-
-    def _deliver_with(
-        self,
-        session: DeliverySession,
-        kept: bool,
-        alias: str,
-        group: list[Message],
-        batch: Batch,
-        stats: RunStats,
-        stop: threading.Event | None,
-    ) -> bool:
-        rate = self.rates.get(alias)
-        throttle = Throttle(alias, rate, self.clock) if rate else None
-        opened_at, t0 = self.clock(), time.perf_counter()
-        try:
-            if not kept:
-                session.open()
-        except Exception as exc:
-            result = DeliveryResult(recipients=tuple(group[0].pending), error=exc)
-            duration = time.perf_counter() - t0
-            self._backend_fault(alias, group, 0, result, opened_at, duration, batch, stats)
-            return False
-        for index, message in enumerate(group):
-            if stop is not None and stop.is_set():
-                batch.settle()
-                release([m.pk for m in group[index:]], token=batch.token)
-                return True
-            batch.keep_lease()
-            if message.expires_at is not None and message.expires_at <= self.clock():
-                batch.settle()
-                fail_unattempted(
-                    message, token=batch.token, reason="expired before it could be sent"
-                )
-                stats.actions[Action.FAIL.value] += 1
-                continue
-            if throttle and not throttle.wait_turn(
-                len(group) - index, stop=stop, keep_alive=batch.keep_lease
-            ):
-                batch.settle()
-                release([m.pk for m in group[index:]], token=batch.token)
-                return True
-            now = self.clock()
-            t0 = time.perf_counter()
-            result = session.deliver(
-                message,
-                before_commit=batch.settle,
-                while_waiting=batch.conclude_deferred,
-                after_dot=batch.tidy,
-            )
-            duration = time.perf_counter() - t0
-            if session.fast_path and result.error is None and not result.refused:
-                # Taken by the server, whole: its bookkeeping waits for the next message's
-                # MAIL FROM to be on its way (Batch.defer).
-                batch.defer(functools.partial(self._conclude, message, result, now, duration))
-                continue
-            batch.conclude_deferred()
-            classification = classify(result, rules=self.rules)
-            if classification.verdict.is_backend_fault:
-                self._backend_fault(
-                    alias, group, index, result, now, duration, batch, stats, classification
-                )
-                return False
-            batch.add(self._outcome(message, result, classification, now, duration))
-        return True
-
-    def _conclude(
-        self, message: Message, result: DeliveryResult, started_at: datetime, duration: float
-    ) -> Outcome:
-        classification = classify(result, rules=self.rules)
-        return self._outcome(message, result, classification, started_at, duration)
-
-    def _outcome(
-        self,
-        message: Message,
-        result: DeliveryResult,
-        classification: Classification,
-        started_at: datetime,
-        duration: float,
-    ) -> Outcome:
-        decision = decide(
-            classification,
-            attempts=message.attempts,
-            created_at=message.budget_since or message.created_at,
-            now=self.clock(),
-            pending=result.recipients,
-            policy=self.policy,
-            rng=self.rng,
-        )
-        _log(message, classification, decision.action)
-        return Outcome(
-            message=message,
-            result=result,
-            classification=classification,
-            decision=decision,
-            started_at=started_at,
-            duration=duration,
-        )
-
-    def _backend_fault(
-        self,
-        alias: str,
-        group: list[Message],
-        index: int,
-        result: DeliveryResult,
-        started_at: datetime,
-        duration: float,
-        batch: Batch,
-        stats: RunStats,
-        classification: Classification | None = None,
-    ) -> None:
-        """Stop this backend's batch: the message at ``index`` gets an uncharged attempt, the
-        rest go back untouched, and the backend is paused for every worker."""
-        c = classification or classify(result, rules=self.rules)
-        if not c.verdict.is_backend_fault:
-            # Whatever stops a backend from opening is the backend's fault, not a message's.
-            c = replace(c, verdict=Verdict.BACKEND_DOWN, reason=f"cannot connect: {c.reason}")
-        batch.add(self._outcome(group[index], result, c, started_at, duration))
-        batch.settle()
-        release([m.pk for m in group[index + 1 :]], token=batch.token)
-        pause_backend(alias, c, now=self.clock(), policy=self.policy, rng=self.rng)
-        stats.paused.add(alias)
 
 
 def _writer_for_this_connection() -> Callable[[Batch], OutcomeWriter] | None:
@@ -448,14 +335,3 @@ def _by_backend(rows: list[Message]) -> dict[str, list[Message]]:
     for row in rows:
         groups.setdefault(row.backend, []).append(row)
     return groups
-
-
-def _log(message: Message, c: Classification, action: Action) -> None:
-    if c.unexpected:
-        logger.error("mailroom: message %s: unexpected error, will retry: %s", message.pk, c.reason)
-    elif action is Action.MARK_SENT:
-        logger.debug("mailroom: message %s: sent", message.pk)
-    elif action is Action.FAIL:
-        logger.warning("mailroom: message %s: failed: %s", message.pk, c.reason)
-    else:
-        logger.info("mailroom: message %s: %s: %s", message.pk, c.verdict.value, c.reason)
