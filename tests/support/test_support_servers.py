@@ -245,6 +245,26 @@ def test_smtp_count_only_mode() -> None:
         server.messages  # noqa: B018
 
 
+def test_counting_finds_the_message_id_the_full_parse_finds() -> None:
+    """The count-only sink reads Message-ID with a regular expression, not the email
+    package: on what Django renders, and on headers written otherwise, both must agree."""
+    django_message = EmailMessage("Subject", "Body", SENDER, ["a@example.com"]).message()
+    payloads = [
+        django_message.as_bytes().replace(b"\n", b"\r\n"),
+        raw_message("<spaced@x>").replace(b"Message-ID: ", b"message-id:\t  "),
+        raw_message("<last@x>").replace(b"\r\n\r\nBody", b"\r\nX-After: 1\r\n\r\nBody"),
+        b"From: a@example.com\r\nSubject: no id\r\n\r\nMessage-ID: <in-body@x>\r\n",
+    ]
+    found = {}
+    for keep_data in (True, False):
+        with ScriptedSMTPServer(keep_data=keep_data) as server, connect(server) as client:
+            for data in payloads:
+                client.sendmail(SENDER, ["a@example.com"], data)
+        found[keep_data] = server.message_ids()
+    assert found[False] == found[True]
+    assert len(found[True]) == 3, "the Message-ID in the body is not a header"
+
+
 def test_smtp_server_runs_as_a_process() -> None:
     script = Path(__file__).with_name("smtp_server.py")
     command = [sys.executable, str(script), "--count-only"]
