@@ -1,0 +1,46 @@
+"""``smtp_transaction.quoted``: the same envelope address as ``smtplib.quoteaddr``, always."""
+
+from __future__ import annotations
+
+import smtplib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailroom.smtp_transaction import _PLAIN_ADDRESS, quoted
+
+ATEXT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~-"
+atoms = st.lists(st.text(ATEXT, min_size=1, max_size=8), min_size=1, max_size=4).map(".".join)
+labels = st.lists(
+    st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=8), min_size=1, max_size=4
+).map(".".join)
+
+
+@given(local=atoms, domain=labels)
+def test_plain_addresses_are_quoted_as_smtplib_quotes_them(local: str, domain: str) -> None:
+    address = f"{local}@{domain}"
+    assert _PLAIN_ADDRESS.fullmatch(address), "the fast path is the one under test"
+    assert quoted(address) == smtplib.quoteaddr(address)
+
+
+@given(st.text(max_size=40))
+def test_any_string_is_quoted_as_smtplib_quotes_it(address: str) -> None:
+    assert quoted(address) == smtplib.quoteaddr(address)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "Ann <ann@example.com>",
+        '"a b"@example.com',
+        "ann@[192.0.2.1]",
+        "ann@example.com ",
+        "<>",
+        "ann@exämple.com",
+        "ann(comment)@example.com",
+        "a..b@example.com",
+    ],
+)
+def test_other_addresses_go_through_smtplib(address: str) -> None:
+    assert quoted(address) == smtplib.quoteaddr(address)
