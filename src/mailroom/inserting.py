@@ -5,9 +5,14 @@ and on PostgreSQL binds them on the client (Django uses psycopg's client-side bi
 quoted in Python, the stored MIME bytes escaped byte by byte, and the server then parses a
 statement as long as all of them. For a bulk enqueue that is most of the time.
 
-- PostgreSQL: the rows travel as one JSON document, which the standard library encodes in C
-  and PostgreSQL unpacks with ``jsonb_to_recordset``: one short statement whose text is the
-  same for any number of rows, the ids returned in order.
+- PostgreSQL through psycopg 3, from _COPY_MIN_ROWS rows: ``COPY ... FROM STDIN`` in binary
+  format. The ids are taken from the table's sequence first (one query), so they are known,
+  in the input order, without RETURNING. Bytes travel as they are, numbers and dates in
+  PostgreSQL's own binary form, and the rows stream while psycopg formats the next ones.
+- PostgreSQL otherwise (psycopg2, naive datetimes, a single row): the rows travel as one JSON
+  document, which the standard library encodes in C and PostgreSQL unpacks with
+  ``jsonb_to_recordset``: one short statement whose text is the same for any number of rows,
+  the ids returned in order.
 - SQLite: a multi-row ``INSERT ... RETURNING``, with the values every message of the call
   shares (status, dates, counters...) prepared once per call instead of once per row.
 - MySQL/MariaDB: ``bulk_create``.
@@ -18,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import operator
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from django.db import connection, models, transaction
@@ -35,6 +42,12 @@ def insert(rows: Sequence[Message]) -> list[Message]:
         return _insert_sqlite(rows)
     if connection.vendor != "postgresql":
         return Message.objects.bulk_create(rows)
+    if len(rows) >= _COPY_MIN_ROWS and _copyable(rows):
+        return _insert_copy(rows)
+    return _insert_json(rows)
+
+
+def _insert_json(rows: Sequence[Message]) -> list[Message]:
     documents = _documents([json.dumps(json_row(m), separators=(",", ":")) for m in rows])
     ids: list[int] = []
     # One statement is atomic on its own; several must stand or fall together.
@@ -119,6 +132,96 @@ def _insert_sqlite(rows: Sequence[Message]) -> list[Message]:
             # order RETURNING happens to emit them in.
             ids.extend(sorted(pk for (pk,) in cursor.fetchall()))
     return _saved(rows, ids)
+
+
+#: The fewest rows worth a COPY. For one row, the JSON statement's single round trip and
+#: COPY's two (the ids, then the data) take the same time; from two rows on COPY is faster
+#: (measured: 10 rows 1.2 ms against 1.9, 200 rows 13 ms against 30).
+_COPY_MIN_ROWS = 2
+
+
+def _copyable(rows: Sequence[Message]) -> bool:
+    """Whether ``rows`` can go through COPY and be stored exactly as the JSON path stores them."""
+    if not _is_psycopg3() or _copy_types() is None:
+        return False
+    return _all_aware(rows)
+
+
+def _all_aware(rows: Sequence[Message]) -> bool:
+    """Whether every datetime in ``rows`` is aware. A naive one has no binary form for
+    timestamptz; the JSON path lets PostgreSQL read it in the session's time zone, as it
+    always has."""
+    names = [f.attname for f in stored_fields(Message) if isinstance(f, models.DateTimeField)]
+    get = operator.attrgetter(*names)
+    # The rows of one call share their dates (or have none): each distinct one is checked once.
+    values: set[object] = set()
+    for row in rows:
+        got = get(row)
+        values.update(got if len(names) > 1 else [got])
+    return all(not isinstance(v, datetime) or v.utcoffset() is not None for v in values)
+
+
+def _is_psycopg3() -> bool:
+    connection.ensure_connection()
+    try:
+        import psycopg
+    except ImportError:  # psycopg2 only
+        return False
+    return isinstance(connection.connection, psycopg.Connection)
+
+
+def _insert_copy(rows: Sequence[Message]) -> list[Message]:
+    quote = connection.ops.quote_name
+    pk = Message._meta.pk
+    assert pk is not None
+    fields = stored_fields(Message)
+    values = operator.attrgetter(*(f.attname for f in fields))
+    table = quote(Message._meta.db_table)
+    columns = ", ".join(quote(c) for c in [pk.column, *(f.column for f in fields)])
+    with connection.cursor() as cursor:
+        # The sequence's values are taken ahead, one per row: whatever other sessions take
+        # meanwhile, these are ours, and sorted they follow the input as RETURNING's would.
+        cursor.execute(
+            "WITH s AS MATERIALIZED (SELECT pg_get_serial_sequence(%s, %s) AS seq) "
+            "SELECT nextval(s.seq) FROM s, generate_series(1, %s)",
+            [Message._meta.db_table, pk.column, len(rows)],
+        )
+        ids = sorted(pk_value for (pk_value,) in cursor.fetchall())
+        # One COPY statement, however many rows: atomic on its own, and it has no size limit
+        # (only each value has). psycopg sends every 32 KB it has formatted, so the server
+        # stores rows while the next ones are formatted.
+        with (
+            connection.wrap_database_errors,
+            cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
+        ):
+            copy.set_types(_copy_types())
+            for pk_value, row in zip(ids, rows, strict=True):
+                copy.write_row((pk_value, *values(row)))
+        if connection.queries_logged:
+            # Made on psycopg's own cursor, so Django's wrappers do not see it: logged here,
+            # so that query counts (tests, the debug toolbar, assertNumQueries) include it.
+            connection.queries_log.append(
+                {"sql": f"COPY {table} FROM STDIN ({len(rows)} rows)", "time": "0"}
+            )
+    return _saved(rows, ids)
+
+
+@functools.cache
+def _copy_types() -> list[str] | None:
+    """The PostgreSQL types of the pk and the stored columns, as psycopg names them, or None
+    if one has no name psycopg knows (binary COPY must be told every column's type)."""
+    from psycopg.postgres import types
+
+    pk = Message._meta.pk
+    assert pk is not None
+    names: list[str] = []
+    for field in [pk, *stored_fields(Message)]:
+        # "varchar(16)" -> "varchar": the binary form does not depend on the modifier.
+        name = str(field.db_type(connection)).split("(", 1)[0].strip()
+        if types.get(name) is None:
+            return None
+        names.append(name)
+    return names
 
 
 @functools.cache

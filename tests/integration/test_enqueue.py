@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core import mail
 from django.core.mail import EmailMessage, EmailMultiAlternatives
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 import mailroom
@@ -30,11 +30,15 @@ def test_send_mail_queues_and_returns_one(smtp_server) -> None:
 def test_send_mass_mail_queues_every_message_with_one_insert(django_assert_num_queries) -> None:
     # 40 rows: SQLite caps one statement at 999 parameters, so Django's bulk_create splits
     # larger inserts (still one statement per ~45 rows, never one per message).
-    # With an empty suppression list (seen empty a moment ago), the insert is the only query.
+    # With an empty suppression list (seen empty a moment ago), the insert is the only query;
+    # on PostgreSQL a COPY, after one query that takes the rows' ids from the sequence.
     mailroom.enqueue(EmailMessage("S", "B", "from@example.com", ["warm@example.com"]))
     batch = [(f"S{i}", "B", "from@example.com", [f"to{i}@example.com"]) for i in range(40)]
-    with django_assert_num_queries(1):
+    expected = 2 if connection.vendor == "postgresql" else 1
+    with django_assert_num_queries(expected) as queries:
         assert mail.send_mass_mail(batch) == 40
+    inserts = [q["sql"] for q in queries.captured_queries if "nextval" not in q["sql"]]
+    assert len(inserts) == 1
     assert Message.objects.count() == 41
 
 
@@ -215,8 +219,10 @@ def test_a_bulk_enqueue_larger_than_one_statement_keeps_every_row_and_its_id() -
 
 
 def test_a_bulk_enqueue_too_big_for_one_statement_is_split(monkeypatch) -> None:
-    """PostgreSQL takes the rows as JSON documents of bounded size (a value can never reach
-    1 GB there): many big messages go in several statements, all or none."""
+    """Where PostgreSQL takes the rows as JSON documents (psycopg2, naive datetimes), they are
+    of bounded size (a value can never reach 1 GB there): many big messages go in several
+    statements, all or none. (Through psycopg 3 the rows go in one COPY, which has no limit;
+    test_without_copy_a_bulk_enqueue_too_big_for_one_document_is_split forces the JSON path.)"""
     from mailroom import inserting
 
     monkeypatch.setattr(inserting, "_DOCUMENT_LIMIT", 4000)
@@ -227,3 +233,187 @@ def test_a_bulk_enqueue_too_big_for_one_statement_is_split(monkeypatch) -> None:
     stored = dict(Message.objects.values_list("pk", "subject"))
     assert [stored[m.pk] for m in created] == [f"S{i}" for i in range(20)]
     assert all(bytes(m.mime).count(b"B" * 60) == 15 for m in Message.objects.all())
+
+
+# --- PostgreSQL through psycopg 3: the bulk insert is a binary COPY ------------------------
+
+_ON_POSTGRES = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="COPY is the PostgreSQL bulk insert"
+)
+
+
+@pytest.fixture
+def copies(monkeypatch) -> list[int]:
+    """The size of every insert that went through COPY (skips unless psycopg 3 is in use)."""
+    from mailroom import inserting
+
+    if not inserting._is_psycopg3():
+        pytest.skip("COPY needs psycopg 3")
+    sizes: list[int] = []
+    real = inserting._insert_copy
+
+    def spy(rows):
+        sizes.append(len(rows))
+        return real(rows)
+
+    monkeypatch.setattr(inserting, "_insert_copy", spy)
+    return sizes
+
+
+def _varied_messages(count: int) -> list[EmailMessage]:
+    messages = []
+    for i in range(count):
+        m = EmailMessage(
+            f"Grüße {i} ✓",
+            f"Körper {i}\n.leading dot",
+            "app@example.com",
+            [f"u{i}@x.org"],
+            cc=[f"c{i}@x.org"] if i % 2 else [],
+        )
+        if i % 3 == 0:
+            m.attach("data.bin", bytes(range(256)) * 4, "application/octet-stream")
+        messages.append(m)
+    return messages
+
+
+def _assert_stored_as_built(created) -> None:
+    fields = [f.attname for f in Message._meta.concrete_fields]
+    stored = {m.pk: m for m in Message.objects.filter(pk__in=[m.pk for m in created])}
+    assert len(stored) == len(created)
+    for built in created:
+        for name in fields:
+            want, got = getattr(built, name), getattr(stored[built.pk], name)
+            if name == "mime":
+                want, got = bytes(want), bytes(got)
+            assert got == want, (built.pk, name)
+
+
+@_ON_POSTGRES
+def test_a_bulk_enqueue_goes_through_copy_with_every_field_and_id_in_order(copies) -> None:
+    later = timezone.now() + timezone.timedelta(hours=2)
+    created = mailroom.enqueue_many(
+        _varied_messages(25), priority="low", send_at=later, expires_at=later
+    )
+    assert copies == [25]
+    assert [m.subject for m in created] == [f"Grüße {i} ✓" for i in range(25)]
+    assert [m.pk for m in created] == sorted({m.pk for m in created})
+    _assert_stored_as_built(created)
+
+
+@_ON_POSTGRES
+def test_one_message_is_one_insert_statement_not_a_copy(copies, django_assert_num_queries) -> None:
+    mailroom.enqueue(EmailMessage("S", "B", "f@example.com", ["warm@example.com"]))
+    with django_assert_num_queries(1):
+        mailroom.enqueue(EmailMessage("S", "B", "f@example.com", ["t@example.com"]))
+    assert copies == []
+
+
+@_ON_POSTGRES
+def test_the_copy_joins_the_callers_transaction_and_rolls_back_with_it(copies) -> None:
+    seen: list[int] = []
+
+    def view() -> None:
+        with transaction.atomic():
+            created = mailroom.enqueue_many(_varied_messages(5))
+            seen.append(Message.objects.filter(pk__in=[m.pk for m in created]).count())
+            raise RuntimeError("the view failed after queueing")
+
+    with pytest.raises(RuntimeError):
+        view()
+    assert (copies, seen) == ([5], [5])
+    assert Message.objects.count() == 0
+
+
+@_ON_POSTGRES
+@pytest.mark.django_db(transaction=True)
+def test_the_copy_commits_on_its_own_in_autocommit(copies) -> None:
+    assert connection.get_autocommit()
+    created = mailroom.enqueue_many(_varied_messages(4))
+    assert copies == [4]
+    assert not connection.in_atomic_block
+    _assert_stored_as_built(created)
+
+
+@_ON_POSTGRES
+def test_a_failed_copy_raises_djangos_error_and_stores_nothing(copies) -> None:
+    from django.db import DataError
+
+    from mailroom import inserting
+
+    rows = [
+        Message(
+            message_id=f"<{i}@x.org>",
+            subject="S" * (300 if i == 2 else 10),  # the column takes 255
+            from_email="f@x.org",
+            recipients=[f"u{i}@x.org"],
+            payload={"v": 1},
+        )
+        for i in range(3)
+    ]
+    with pytest.raises(DataError), transaction.atomic():
+        inserting.insert(rows)
+    assert copies == [3]
+    assert Message.objects.count() == 0  # the outer transaction is still usable
+
+
+@_ON_POSTGRES
+def test_without_copy_the_json_path_stores_the_same(monkeypatch) -> None:
+    """psycopg2 has no COPY from Python objects: its rows travel as one JSON document."""
+    from mailroom import inserting
+
+    monkeypatch.setattr(inserting, "_is_psycopg3", lambda: False)
+    created = mailroom.enqueue_many(_varied_messages(12), priority="high")
+    assert [m.pk for m in created] == sorted({m.pk for m in created})
+    _assert_stored_as_built(created)
+
+
+@_ON_POSTGRES
+def test_a_naive_send_at_takes_the_json_path_and_is_read_as_utc(copies) -> None:
+    """timestamptz has no binary form for a naive datetime; PostgreSQL reads the JSON text in
+    the connection's time zone (UTC under USE_TZ), as it always has."""
+    from datetime import datetime
+    from datetime import timezone as dt_timezone
+
+    naive = datetime(2030, 1, 2, 3, 4, 5)
+    created = mailroom.enqueue_many(_varied_messages(3), send_at=naive)
+    assert copies == []
+    stored = Message.objects.get(pk=created[0].pk)
+    assert stored.due_at == naive.replace(tzinfo=dt_timezone.utc)
+
+
+@_ON_POSTGRES
+def test_a_big_copy_keeps_every_row_and_its_id(copies) -> None:
+    """One COPY streams any number of rows (psycopg sends them 32 KB at a time)."""
+    created = mailroom.enqueue_many(
+        EmailMessage(f"S{i}", ("B" * 60 + "\n") * 40, "app@example.com", [f"u{i}@x.org"])
+        for i in range(1500)
+    )
+    assert copies == [1500]
+    stored = dict(Message.objects.values_list("pk", "subject"))
+    assert [stored[m.pk] for m in created] == [f"S{i}" for i in range(1500)]
+    assert len(set(stored)) == 1500
+
+
+@_ON_POSTGRES
+def test_without_copy_a_bulk_enqueue_too_big_for_one_document_is_split(monkeypatch) -> None:
+    """The JSON path (psycopg2) still splits its document, all or none."""
+    from mailroom import inserting
+
+    monkeypatch.setattr(inserting, "_is_psycopg3", lambda: False)
+    monkeypatch.setattr(inserting, "_DOCUMENT_LIMIT", 4000)
+    real = inserting._documents
+    counts: list[int] = []
+
+    def documents(rows):
+        made = real(rows)
+        counts.append(len(made))
+        return made
+
+    monkeypatch.setattr(inserting, "_documents", documents)
+    created = mailroom.enqueue_many(
+        EmailMessage(f"S{i}", ("B" * 60 + "\n") * 15, "app@example.com", [f"u{i}@x.org"])
+        for i in range(20)
+    )
+    assert counts[0] > 1
+    stored = dict(Message.objects.values_list("pk", "subject"))
+    assert [stored[m.pk] for m in created] == [f"S{i}" for i in range(20)]
