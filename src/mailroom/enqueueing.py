@@ -25,6 +25,7 @@ from .conf import MailroomSettings, get_settings
 from .connections import is_smtp_alias
 from .exceptions import BackendNotConfigured, InvalidMessage, SerializationError
 from .models import Message, Priority, Status
+from .new_rows import RowMaker
 from .serialization import to_payload
 
 logger = logging.getLogger(__name__)
@@ -75,12 +76,13 @@ def enqueue_many(
     # email package would format the same second over and over).
     date = formatdate(now.timestamp(), localtime=True)
 
+    maker = RowMaker(
+        priority=level, backend=alias, created_at=now, due_at=send_at or now, expires_at=expires_at
+    )
     rows: list[Message] = []
     for index, message in enumerate(messages):
         try:
-            rows.append(
-                _build_row(message, alias, level, now, date, send_at, expires_at, prerender)
-            )
+            rows.append(_build_row(message, maker, date, prerender))
         except InvalidMessage as exc:
             exc.index = index
             if not skip_invalid:
@@ -127,16 +129,7 @@ def _smtp_bound(settings: MailroomSettings, alias: str) -> bool:
     return known[alias]
 
 
-def _build_row(
-    message: EmailMessage,
-    alias: str,
-    priority: Priority,
-    now: datetime,
-    date: str,
-    send_at: datetime | None,
-    expires_at: datetime | None,
-    prerender: bool,
-) -> Message:
+def _build_row(message: EmailMessage, maker: RowMaker, date: str, prerender: bool) -> Message:
     if not isinstance(message, EmailMessage):
         raise InvalidMessage(f"expected an EmailMessage, got {type(message).__name__}")
     pinned = _pin_identity(message, date)
@@ -152,12 +145,7 @@ def _build_row(
             mime = compat.render_mime(pinned)
         except (ValueError, TypeError, LookupError) as exc:
             raise InvalidMessage(f"message cannot be rendered: {exc}") from exc
-    return Message(
-        priority=priority,
-        backend=alias,
-        created_at=now,
-        due_at=send_at or now,
-        expires_at=expires_at,
+    return maker.make(
         message_id=pinned.extra_headers["Message-ID"],
         subject=force_str(pinned.subject)[:_SUBJECT_LIMIT],
         from_email=envelope_from,
