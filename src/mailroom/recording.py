@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from django.db import connection, transaction
 from django.db.models import F
 
-from . import signals
+from . import recording_sqlite, signals
 from .classification import describe
 from .models import Attempt, BackendState, Message, Status
 from .outcomes import Classification, DeliveryResult, RecipientState, Verdict
@@ -49,6 +49,8 @@ def record(
     plain_sent = {o.message.pk for o in outcomes if is_plain_sent(o)}
     if len(plain_sent) == len(outcomes) and connection.vendor == "postgresql":
         moved = record_sent(attempts, list(plain_sent), token=token, now=now)
+    elif len(plain_sent) == len(outcomes) and connection.vendor == "sqlite":
+        moved = recording_sqlite.record_sent(attempts, list(plain_sent), token=token, now=now)
     elif len(plain_sent) == len(outcomes):
         moved = record_sent_plain(attempts, list(plain_sent), token=token, now=now)
     else:

@@ -5,7 +5,8 @@ the send path. Through the ORM each write compiles a bulk INSERT and an UPDATE a
 the two statements' text is made once, and a write is one transaction with one INSERT of the
 attempts and one UPDATE of the messages, fenced on the claim token. :func:`mark_sent` is
 also the general path's UPDATE, on every database. (PostgreSQL has its own single-statement
-version of the whole write in ``recording_pg``.)
+version of the whole write in ``recording_pg``; on SQLite the same two statements go straight
+to ``sqlite3``, in ``recording_sqlite``.)
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ def record_sent_plain(
     ]
     with transaction.atomic(), connection.cursor() as cursor:
         if len(rows) == 1:
-            cursor.execute(_insert(), rows[0])
+            cursor.execute(insert_sql(), rows[0])
         else:
-            cursor.executemany(_insert(), rows)
+            cursor.executemany(insert_sql(), rows)
         return mark_sent(ids, token=token, now=now)
 
 
@@ -45,14 +46,14 @@ def mark_sent(ids: Collection[int], *, token: str, now: datetime) -> int:
     nothing = Message._meta.get_field("pending_recipients").get_db_prep_save([], connection)
     with connection.cursor() as cursor:
         cursor.execute(
-            _update().format(ids=", ".join(["%s"] * len(ids))),
+            update_sql().format(ids=", ".join(["%s"] * len(ids))),
             [Status.SENT.value, when, when, nothing, *ids, token],
         )
         return int(cursor.rowcount)
 
 
 @functools.cache
-def _insert() -> str:
+def insert_sql() -> str:
     quote = connection.ops.quote_name
     fields = stored_fields(Attempt)
     columns = ", ".join(quote(f.column) for f in fields)
@@ -61,7 +62,7 @@ def _insert() -> str:
 
 
 @functools.cache
-def _update() -> str:
+def update_sql() -> str:
     """The UPDATE, with an ``{ids}`` field for as many placeholders as there are messages."""
     quote = connection.ops.quote_name
     return (
