@@ -72,7 +72,7 @@ class PipelinedWriter:
         batch = self._batch
         attempts = prepare([outcome], worker=batch.worker, text_limit=batch.text_limit)
         now = batch.clock()
-        sql, params = sent_statement_params(attempts, [outcome.message.pk], batch.token, now)
+        sql, params = sent_statement_params(attempts, outcome.message.pk, batch.token, now)
         try:
             prepared = _prepared(connection.connection, sql)
             pgconn = connection.connection.pgconn

@@ -60,14 +60,18 @@ def record_sent(
 
 
 def sent_statement_params(
-    attempts: Sequence[Attempt], ids: Sequence[int], token: str, now: datetime
+    attempts: Sequence[Attempt], message_id: int, token: str, now: datetime
 ) -> tuple[bytes, list[bytes | None]]:
-    """The same write as :func:`record_sent`, as libpq takes it: one statement, text params.
+    """The same write as :func:`record_sent` for one message, as libpq takes it: one
+    statement, text params. On its own outside a transaction, it is its own transaction.
 
-    On its own outside a transaction, the statement is its own transaction.
+    One message, and its id as a scalar rather than an array, because the statement is
+    prepared: with ``id = ANY($4::bigint[])`` PostgreSQL plans it afresh at every execution
+    (an array parameter's length is unknown to a generic plan, which then never looks cheaper
+    than a custom one), which measured 384 microseconds against 128 with ``id = $4``, whose
+    generic plan it keeps after the fifth.
     """
-    ids_literal = "{" + ",".join(str(int(i)) for i in ids) + "}"
-    values = [_document(attempts), Status.SENT.value, now.isoformat(), ids_literal, token]
+    values = [_document(attempts), Status.SENT.value, now.isoformat(), str(int(message_id)), token]
     return _libpq_statement(), [v.encode() for v in values]
 
 
@@ -108,7 +112,9 @@ def _statement() -> str:
 @functools.cache
 def _libpq_statement() -> bytes:
     names = ("document", "status", "now", "ids", "token")
-    return _statement().format(**{n: f"${i}" for i, n in enumerate(names, 1)}).encode()
+    one = _statement().replace("= ANY({ids}::bigint[])", "= {ids}::bigint")
+    assert one != _statement()
+    return one.format(**{n: f"${i}" for i, n in enumerate(names, 1)}).encode()
 
 
 def _moved(cursor: Any) -> int:

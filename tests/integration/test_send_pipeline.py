@@ -176,3 +176,31 @@ def test_writes_sent_without_waiting_are_counted_as_queries(queue_to_smtp) -> No
 
     assert queries_for(10) == 10
     assert queries_for(30) == 30
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the pipelined write is PostgreSQL's")
+def test_the_prepared_write_is_planned_once_not_at_every_message(queue_to_smtp) -> None:
+    """PostgreSQL plans a prepared statement afresh at each execution unless a generic plan
+    looks as cheap; an array of ids never does. Planning was a fifth of its CPU per message."""
+    queue(30)
+    with connection.cursor() as cursor:
+        # A table of some size, as a queue in use has: on a handful of rows, where any plan
+        # costs next to nothing, even the array's generic plan would win.
+        cursor.execute(
+            "INSERT INTO mailroom_message (status, priority, backend, created_at, due_at, "
+            "attempts, message_id, subject, from_email, recipients, refused_recipients, "
+            "payload, reason, claimed_by) SELECT 'sent', priority, backend, created_at, "
+            "due_at, attempts, message_id || g, subject, from_email, recipients, "
+            "refused_recipients, payload, reason, claimed_by FROM mailroom_message, "
+            "generate_series(1, 200) g"
+        )
+        cursor.execute("ANALYZE mailroom_message")
+    assert Engine(batch_size=30).send_due().sent == 30
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = %s",
+            [pipelined.STATEMENT_NAME.decode()],
+        )
+        generic, custom = cursor.fetchone()
+    assert custom <= 5, "planned per message"
+    assert generic + custom == 30
