@@ -119,3 +119,27 @@ def test_worker_processes_stop_when_their_supervisor_is_killed(spawn_worker, smt
     # recorded.
     assert not Message.objects.filter(status=Status.SENDING).exists()
     assert Message.objects.filter(status=Status.SENT).count() == smtp_server.count
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["--processes", "0"], "at least 1"),
+        (["--concurrency", "0"], "at least 1"),
+    ],
+)
+def test_bad_counts_are_refused_with_a_reason(args: list[str], why: str) -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match=why):
+        call_command("mailroom", "worker", *args)
+
+
+def test_without_fork_processes_are_refused_with_a_reason(monkeypatch) -> None:
+    import multiprocessing
+
+    from django.core.management import CommandError, call_command
+
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    with pytest.raises(CommandError, match="needs fork"):
+        call_command("mailroom", "worker", "--processes", "2")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import signal
 from argparse import ArgumentParser
 from typing import Any
@@ -53,6 +54,11 @@ def run(
 
     if concurrency < 1 or processes < 1:
         raise CommandError("mailroom worker: --concurrency and --processes must be at least 1")
+    if processes > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        raise CommandError(
+            "mailroom worker: --processes needs fork (Linux or another Unix); "
+            "run one worker per process instead"
+        )
 
     def make_worker(*, supervised: bool = False) -> Worker:
         return Worker(
