@@ -33,7 +33,7 @@ def envelope_address(address: str, encoding: str | None = None) -> str:
     Raises ValueError for an address that cannot be sent (CR/LF injection, several mailboxes,
     parser defects), so that enqueue can refuse it before anything is stored.
     """
-    if _PLAIN_ADDR_SPEC.match(address):
+    if PLAIN_ADDR_SPEC.fullmatch(address):
         # What both Django versions return for a plain ASCII addr-spec is the address itself;
         # parsing it (the slow part of enqueueing) would only say so again.
         return address
@@ -49,11 +49,12 @@ def envelope_address(address: str, encoding: str | None = None) -> str:
 
 _PREP_SELF: Any = object()
 
-# A plain ASCII addr-spec: a dot-atom local part and a domain of letters, digits, hyphens and
-# dots. Nothing here can need quoting, encoding or IDNA, nor carry CR/LF.
-_PLAIN_ADDR_SPEC = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+#: A plain ASCII addr-spec: a dot-atom local part and a domain of letters, digits, hyphens and
+#: dots. Nothing here can need quoting, encoding or IDNA, nor carry CR/LF. Use ``fullmatch``:
+#: with ``match`` and a ``$`` anchor, a trailing newline would pass.
+PLAIN_ADDR_SPEC = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
 )
 
 

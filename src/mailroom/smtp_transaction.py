@@ -19,6 +19,8 @@ import re
 import smtplib
 from collections.abc import Callable, Sequence
 
+from .compat import PLAIN_ADDR_SPEC
+
 CRLF = b"\r\n"
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
@@ -89,17 +91,10 @@ def sendmail(
     return refused
 
 
-#: A bare address of dot-separated atoms at a domain of dot-separated labels: smtplib's
-#: quoteaddr returns it unchanged in angle brackets (tests/unit/test_smtp_transaction.py).
-_PLAIN_ADDRESS = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-)
-
-
 def quoted(address: str) -> str:
-    """``smtplib.quoteaddr(address)``, without its cost for the common, plain address."""
-    if _PLAIN_ADDRESS.fullmatch(address):
+    """``smtplib.quoteaddr(address)``, without its cost for the common, plain address (which
+    quoteaddr returns unchanged in angle brackets: tests/unit/test_smtp_transaction.py)."""
+    if PLAIN_ADDR_SPEC.fullmatch(address):
         return f"<{address}>"
     return _quoteaddr(address)
 

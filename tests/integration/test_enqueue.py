@@ -126,6 +126,13 @@ def test_html_alternative_and_attachment_are_stored() -> None:
     assert b"data.bin" in bytes(row.mime)
 
 
+def test_an_address_ending_in_a_newline_is_stored_as_django_sends_it() -> None:
+    """The plain-address shortcut must not keep what Django's own parse takes off."""
+    (row,) = mailroom.enqueue_many([EmailMessage("S", "B", "f@example.com", ["to@example.com\n"])])
+    assert row.recipients == ["to@example.com"]
+    assert Message.objects.get().recipients == ["to@example.com"]
+
+
 @pytest.mark.parametrize(
     ("build", "expected"),
     [
