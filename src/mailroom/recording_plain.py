@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
 from django.db import connection, transaction
 
@@ -25,11 +26,7 @@ def record_sent_plain(
     attempts: Sequence[Attempt], ids: Sequence[int], *, token: str, now: datetime
 ) -> int:
     """Insert ``attempts`` and mark messages ``ids`` sent. Returns how many were moved."""
-    fields = stored_fields(Attempt)
-    rows = [
-        tuple(f.get_db_prep_save(getattr(attempt, f.attname), connection) for f in fields)
-        for attempt in attempts
-    ]
+    rows = attempt_rows(attempts)
     with transaction.atomic(), connection.cursor() as cursor:
         if len(rows) == 1:
             cursor.execute(insert_sql(), rows[0])
@@ -42,14 +39,28 @@ def mark_sent(ids: Collection[int], *, token: str, now: datetime) -> int:
     """Move messages ``ids`` to sent, if ``token`` still holds them. Returns how many moved."""
     if not ids:
         return 0
+    with connection.cursor() as cursor:
+        cursor.execute(*mark_sent_statement(ids, token=token, now=now))
+        return int(cursor.rowcount)
+
+
+def attempt_rows(attempts: Sequence[Attempt]) -> list[tuple[Any, ...]]:
+    """The values of :func:`insert_sql` for each attempt, prepared by the fields."""
+    fields = stored_fields(Attempt)
+    return [
+        tuple(f.get_db_prep_save(getattr(attempt, f.attname), connection) for f in fields)
+        for attempt in attempts
+    ]
+
+
+def mark_sent_statement(
+    ids: Collection[int], *, token: str, now: datetime
+) -> tuple[str, list[Any]]:
+    """The UPDATE that moves messages ``ids`` to sent if ``token`` holds them, and its values."""
     when = Message._meta.get_field("sent_at").get_db_prep_save(now, connection)
     nothing = Message._meta.get_field("pending_recipients").get_db_prep_save([], connection)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            update_sql().format(ids=", ".join(["%s"] * len(ids))),
-            [Status.SENT.value, when, when, nothing, *ids, token],
-        )
-        return int(cursor.rowcount)
+    sql = update_sql().format(ids=", ".join(["%s"] * len(ids)))
+    return sql, [Status.SENT.value, when, when, nothing, *ids, token]
 
 
 @functools.cache

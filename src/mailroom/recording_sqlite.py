@@ -19,13 +19,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from django.db import connection
 
-from .columns import stored_fields
-from .models import Attempt, Message, Status
-from .recording_plain import insert_sql, record_sent_plain, update_sql
+from .models import Attempt
+from .recording_plain import attempt_rows, insert_sql, mark_sent_statement, record_sent_plain
 
 
 def record_sent(
@@ -36,15 +34,9 @@ def record_sent(
         # Inside a transaction (a test's, a caller's) the write needs a savepoint of its own,
         # as the atomic block gives it: that is recording_plain's way.
         return record_sent_plain(attempts, ids, token=token, now=now)
-    fields = stored_fields(Attempt)
-    rows = [
-        tuple(f.get_db_prep_save(getattr(attempt, f.attname), connection) for f in fields)
-        for attempt in attempts
-    ]
-    when = _field("sent_at").get_db_prep_save(now, connection)
-    nothing = _field("pending_recipients").get_db_prep_save([], connection)
-    params: list[Any] = [Status.SENT.value, when, when, nothing, *ids, token]
-    update = _qmarks(update_sql().format(ids=", ".join(["%s"] * len(ids))))
+    rows = attempt_rows(attempts)
+    update, params = mark_sent_statement(ids, token=token, now=now)
+    update = _qmarks(update)  # the same values, in the same order
     connection.ensure_connection()
     raw = connection.connection
     with connection.wrap_database_errors:
@@ -61,10 +53,6 @@ def record_sent(
         statements = ["BEGIN IMMEDIATE", _insert(), update, "COMMIT"]
         connection.queries_log.extend({"sql": sql, "time": "0"} for sql in statements)
     return moved
-
-
-def _field(name: str) -> Any:
-    return Message._meta.get_field(name)
 
 
 @functools.cache
