@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Protocol
@@ -68,7 +68,8 @@ class _Slot:
     restart_at: float = 0.0
     delay: float = 0.0
     done: bool = False
-    exit_codes: list[int] = field(default_factory=list)
+    #: How its last worker process ended (None: none has ended yet).
+    exit_code: int | None = None
 
 
 class Supervisor:
@@ -114,7 +115,7 @@ class Supervisor:
                 )
                 self._send(signal.SIGKILL)
                 return 1
-        failed = [s.number for s in self.slots if s.exit_codes and s.exit_codes[-1] != 0]
+        failed = [s.number for s in self.slots if s.exit_code not in (None, 0)]
         self.say(f"mailroom worker supervisor {os.getpid()}: stopped")
         return 1 if failed else 0
 
@@ -160,7 +161,7 @@ class Supervisor:
             code = slot.process.exitcode
             slot.process.join()
             slot.process = None
-            slot.exit_codes.append(code if code is not None else 1)
+            slot.exit_code = code if code is not None else 1
             if self._stopping or (self.burst and code == 0):
                 slot.done = True
                 continue
