@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 
 from django.db import DatabaseError, close_old_connections, connection
 
+from . import sqlite_commits
 from .models import Message, Status
 from .recording import Outcome, record
 
@@ -107,7 +108,7 @@ class Writer:
                     outcomes.append(more)
                 try:
                     if connection.vendor == "sqlite":
-                        tuned = _commit_without_syncing_in_wal(tuned)
+                        tuned = _tune_sqlite(tuned)
                     self._write(outcomes)
                 except BaseException as exc:
                     logger.error("mailroom: outcomes could not be written: %s", exc)
@@ -120,24 +121,13 @@ class Writer:
             connection.close()
 
 
-def _commit_without_syncing_in_wal(tuned: object) -> object:
-    """On a SQLite database in WAL mode, let this thread's commits skip the fsync.
-
-    ``synchronous = NORMAL`` is SQLite's own advice for WAL: a commit survives the process
-    dying, and a power cut can lose the last few commits but never corrupt the file. Such a
-    lost outcome means its message is sent again once its lease runs out, as after any crash.
-    The setting belongs to this connection alone (the writer's), and it is left alone in the
-    rollback-journal modes, where it could corrupt the file. Returns the connection tuned.
-    """
+def _tune_sqlite(tuned: object) -> object:
+    """Tune this thread's SQLite connection for a commit per outcome (``sqlite_commits``),
+    once per connection. Returns the connection tuned."""
     connection.ensure_connection()
     raw = connection.connection
-    if raw is tuned:
-        return tuned
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA journal_mode")
-        (mode,) = cursor.fetchone()
-        if str(mode).lower() == "wal":
-            cursor.execute("PRAGMA synchronous = NORMAL")
+    if raw is not tuned:
+        sqlite_commits.tune(raw)
     return raw
 
 

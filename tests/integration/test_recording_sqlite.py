@@ -65,6 +65,26 @@ def test_mailroom_send_writes_each_sent_message_this_way(queue_to_smtp, monkeypa
     assert Attempt.objects.filter(verdict="sent").count() == 5
 
 
+def test_mailroom_send_commits_outcomes_by_truncating_the_journal(
+    queue_to_smtp, monkeypatch
+) -> None:
+    from mailroom import sqlite_commits
+
+    modes: list[str] = []
+    real = sqlite_commits.tune
+    monkeypatch.setattr(sqlite_commits, "tune", lambda raw: modes.append(real(raw)) or modes[-1])
+    mailroom.enqueue_many(
+        EmailMessage(f"S{i}", "B", "app@example.com", [f"u{i}@x.org"]) for i in range(3)
+    )
+    assert Engine(batch_size=3).send_due().sent == 3
+    # Tuned once, on the writer thread's own connection; the delivery thread's is untouched.
+    assert modes == ["truncate"]
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone() == ("delete",)
+    assert Message.objects.filter(status=Status.SENT).count() == 3
+
+
 def test_the_statements_are_logged_as_django_logs_them() -> None:
     (message,) = claimed(1)
     with CaptureQueriesContext(connection) as queries:

@@ -1,0 +1,42 @@
+"""How the outcome writer's own SQLite connection commits.
+
+By default every sent message's outcome is its own transaction (see ``docs/explanation.md``),
+so on SQLite the cost of one commit is paid once per message. What that commit costs depends
+on the journal mode, and two of the modes can be chosen per connection without changing the
+file or what any other connection does:
+
+- WAL (a property of the file, the owner's choice): ``synchronous = NORMAL``, SQLite's own
+  advice for WAL. A commit survives the process dying; a power cut can lose the last few
+  commits but never corrupt the file. Such a lost outcome means its message is sent again
+  once its lease runs out, as after any crash.
+- DELETE, the default rollback journal: ``journal_mode = TRUNCATE``. The same journal, the
+  same fsyncs, the same safety; the commit truncates the journal to zero bytes instead of
+  deleting it, so no commit creates and unlinks a file in the database's directory.
+  Measured on the benchmark machine: 512 -> 260 us of CPU and 876 -> 609 us per commit. A
+  zero-byte journal is never "hot", so other connections, in any rollback mode, read and
+  write the file as before; it stays beside the database as ``<name>-journal``.
+
+Every other mode (PERSIST, MEMORY, OFF, an in-memory database) is left as it is.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+
+def tune(raw: sqlite3.Connection) -> str:
+    """Tune ``raw`` (the writer's own connection) for one commit per message.
+
+    Returns the journal mode the connection runs in afterwards, lower-cased.
+    """
+    (mode,) = raw.execute("PRAGMA journal_mode").fetchone()
+    mode = str(mode).lower()
+    if mode == "wal":
+        # synchronous is never relaxed in a rollback-journal mode, where it could corrupt
+        # the file.
+        raw.execute("PRAGMA synchronous = NORMAL")
+    elif mode == "delete" and not raw.in_transaction:
+        # A journal mode cannot change inside a transaction (SQLite refuses quietly).
+        (mode,) = raw.execute("PRAGMA journal_mode = TRUNCATE").fetchone()
+        mode = str(mode).lower()
+    return mode
