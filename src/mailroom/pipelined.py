@@ -18,15 +18,18 @@ claim token, so a write that did land before the failure moves nothing twice.
 
 from __future__ import annotations
 
+import functools
 import logging
 import select
 import weakref
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
-from .recording import Outcome, finish, is_plain_sent, prepare
+from . import signals
+from .models import Attempt, Message
+from .recording import Outcome, attempt_json, finish, is_plain_sent, prepare
 from .recording_pg import sent_statement_params
 
 if TYPE_CHECKING:
@@ -48,9 +51,8 @@ def available() -> bool:
 
 
 class _InFlight:
-    def __init__(self, outcomes: list[Outcome], attempts: list[Any], now: datetime) -> None:
+    def __init__(self, outcomes: list[Outcome], now: datetime) -> None:
         self.outcomes = outcomes
-        self.attempts = attempts
         self.now = now
         self.moved = 0
 
@@ -62,6 +64,10 @@ class PipelinedWriter:
         self._batch = batch
         self._inflight: _InFlight | None = None
         self._committed: _InFlight | None = None
+        # This thread's DatabaseWrapper itself: django.db.connection looks it up again (in a
+        # context-local) at every attribute, several times per message. A batch, and so its
+        # writer, lives on one thread; the wrapper stays the same through a reconnection.
+        self._db = connections[DEFAULT_DB_ALIAS]
 
     def submit(self, outcome: Outcome) -> None:
         self.settle()
@@ -69,22 +75,23 @@ class PipelinedWriter:
         if not is_plain_sent(outcome):
             self._batch.write_now([outcome])
             return
-        batch = self._batch
-        attempts = prepare([outcome], worker=batch.worker, text_limit=batch.text_limit)
+        batch, db = self._batch, self._db
+        row = attempt_json(outcome, worker=batch.worker, text_limit=batch.text_limit)
         now = batch.clock()
-        sql, params = sent_statement_params(attempts, outcome.message.pk, batch.token, now)
+        sql, params = sent_statement_params([row], outcome.message.pk, batch.token, now)
         try:
-            prepared = _prepared(connection.connection, sql)
-            pgconn = connection.connection.pgconn
+            raw = db.connection
+            prepared = _prepared(raw, sql)
+            pgconn = raw.pgconn
             if prepared:
                 pgconn.send_query_prepared(STATEMENT_NAME, params)
             else:
                 pgconn.send_query_params(sql, params)
             _flush(pgconn)
-            if connection.queries_logged:
+            if db.queries_logged:
                 # Invisible to Django's cursor wrappers, so logged here: query counts (tests,
                 # the debug toolbar, assertNumQueries) must include these statements too.
-                connection.queries_log.append(
+                db.queries_log.append(
                     {
                         "sql": f"EXECUTE {STATEMENT_NAME.decode()} (sent without waiting)",
                         "time": "0",
@@ -94,14 +101,14 @@ class PipelinedWriter:
             logger.warning("mailroom: pipelined write not sent (%s); writing it directly", exc)
             self._batch.write_now([outcome])
             return
-        self._inflight = _InFlight([outcome], attempts, now)
+        self._inflight = _InFlight([outcome], now)
 
     def settle(self) -> None:
         """Read the result of the write in flight; write it again the ordinary way if it failed."""
         inflight, self._inflight = self._inflight, None
         if inflight is None:
             return
-        moved, error = _collect(connection.connection.pgconn)
+        moved, error = _collect(self._db.connection.pgconn)
         if error is not None:
             logger.warning("mailroom: pipelined write failed (%s); writing it directly", error)
             self._batch.write_now(inflight.outcomes)
@@ -121,8 +128,16 @@ class PipelinedWriter:
     def _finish(self) -> None:
         done, self._committed = self._committed, None
         if done is not None:
-            finish(done.outcomes, done.attempts, done.moved, now=done.now)
+            finish(done.outcomes, self._attempts(done.outcomes), done.moved, now=done.now)
             self._batch.written.extend(done.outcomes)
+
+    def _attempts(self, outcomes: list[Outcome]) -> list[Attempt] | None:
+        """The Attempt instances ``message_sent``'s receivers get, made only if there are any
+        (the write itself needed none)."""
+        if not signals.message_sent.has_listeners(Message):
+            return None
+        batch = self._batch
+        return prepare(outcomes, worker=batch.worker, text_limit=batch.text_limit)
 
 
 #: The name of the prepared statement, per connection (psycopg's own are named ``_pg3_*``).
@@ -167,10 +182,12 @@ def _collect(pgconn: Any) -> tuple[int, str | None]:
     PostgreSQL works, and a thread of this process whose transaction the statement waits for
     (a claim made ahead, a second delivery thread) could then never finish it.
     """
-    from psycopg import pq
-
+    tuples_ok = _tuples_ok()
     moved, error = 0, None
     try:
+        # PostgreSQL has usually answered by now (the SMTP exchange took longer than the
+        # write): read what has arrived before asking select() whether more will.
+        pgconn.consume_input()
         while True:
             while pgconn.is_busy():
                 select.select([pgconn.socket], [], [])
@@ -178,7 +195,7 @@ def _collect(pgconn: Any) -> tuple[int, str | None]:
             result = pgconn.get_result()
             if result is None:
                 break
-            if result.status == pq.ExecStatus.TUPLES_OK:
+            if result.status == tuples_ok:
                 value = result.get_value(0, 0)
                 moved = int(value) if value is not None else 0
             else:
@@ -187,3 +204,11 @@ def _collect(pgconn: Any) -> tuple[int, str | None]:
     except Exception as exc:  # the connection broke under the statement
         error = str(exc) or type(exc).__name__
     return moved, error
+
+
+@functools.cache
+def _tuples_ok() -> Any:
+    # psycopg is imported only where it is used: mailroom runs without it on other databases.
+    from psycopg import pq
+
+    return pq.ExecStatus.TUPLES_OK

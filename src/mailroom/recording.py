@@ -11,11 +11,12 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import F
 
-from . import recording_sqlite, signals
+from . import recording_sqlite, signals, suppression
 from .classification import describe
 from .models import Attempt, BackendState, Message, Status
 from .outcomes import Classification, DeliveryResult, RecipientState, Verdict
@@ -74,11 +75,17 @@ def is_plain_sent(outcome: Outcome) -> bool:
 
 
 def finish(
-    outcomes: Sequence[Outcome], attempts: Sequence[Attempt], moved: int, *, now: datetime
+    outcomes: Sequence[Outcome],
+    attempts: Sequence[Attempt] | None,
+    moved: int,
+    *,
+    now: datetime,
 ) -> None:
     """After the write: warn about lost leases, mirror the state in memory, send signals.
 
     ``moved`` is how many of the plain sends were moved to sent (fewer if a lease was lost).
+    ``attempts`` is None only where the outcomes are plain sends and nothing listens to
+    ``message_sent`` (the pipelined write makes no Attempt then: see ``attempt_json``).
     """
     plain = sum(1 for o in outcomes if is_plain_sent(o))
     if moved != plain:
@@ -88,7 +95,8 @@ def finish(
             plain,
         )
     _apply_in_memory(outcomes, now)
-    _signal(outcomes, attempts)
+    if attempts is not None:
+        _signal(outcomes, attempts)
 
 
 def _record_in_a_transaction(
@@ -132,24 +140,42 @@ def _has_failed_recipients(outcome: Outcome) -> bool:
 
 
 def _attempt(outcome: Outcome, *, worker: str, text_limit: int) -> Attempt:
+    return Attempt(**attempt_values(outcome, worker=worker, text_limit=text_limit))
+
+
+def attempt_values(outcome: Outcome, *, worker: str, text_limit: int) -> dict[str, Any]:
+    """The attempt row of ``outcome``, field by field: what an Attempt is made of, and what
+    the pipelined write sends without making one (``attempt_json``)."""
     c = outcome.classification
     error = outcome.result.error
-    return Attempt(
-        message_id=outcome.message.pk,
-        started_at=outcome.started_at,
-        duration=outcome.duration,
-        backend=outcome.message.backend,
-        worker=worker,
-        verdict=c.verdict.value,
-        charged=outcome.decision.charged,
-        code=c.code,
-        enhanced_code=c.enhanced_code or "",
-        error_type=_type_name(error) if error is not None else "",
-        error_text=describe(error)[:text_limit] if error is not None else "",
-        reason=c.reason[:text_limit],
-        recipients={r.address: r.as_json() for r in c.recipients},
-        esp_message_id=(outcome.result.esp_message_id or "")[:255],
-    )
+    return {
+        "message_id": outcome.message.pk,
+        "started_at": outcome.started_at,
+        "duration": outcome.duration,
+        "backend": outcome.message.backend,
+        "worker": worker,
+        "verdict": c.verdict.value,
+        "charged": outcome.decision.charged,
+        "code": c.code,
+        "enhanced_code": c.enhanced_code or "",
+        "error_type": _type_name(error) if error is not None else "",
+        "error_text": describe(error)[:text_limit] if error is not None else "",
+        "reason": c.reason[:text_limit],
+        "recipients": {r.address: r.as_json() for r in c.recipients},
+        "esp_message_id": (outcome.result.esp_message_id or "")[:255],
+    }
+
+
+def attempt_json(outcome: Outcome, *, worker: str, text_limit: int) -> dict[str, Any]:
+    """``columns.json_row`` of the attempt of ``outcome``, without making the Attempt.
+
+    The pipelined write on PostgreSQL needs only this JSON, once per message sent; a model
+    instance costs more than the rest of the row (Attempt's fields are named as their
+    columns, and its only non-JSON values are the datetime).
+    """
+    values = attempt_values(outcome, worker=worker, text_limit=text_limit)
+    values["started_at"] = values["started_at"].isoformat()
+    return values
 
 
 def _type_name(error: BaseException) -> str:
@@ -221,6 +247,10 @@ def _apply_in_memory(outcomes: Sequence[Outcome], now: datetime) -> None:
         m.claimed_by, m.claimed_until = "", None
         if d.charged:
             m.attempts += 1
+        if is_plain_sent(o):
+            # Nobody refused, now or before: nothing to explain, nothing to keep.
+            m.status, m.reason, m.refused_recipients = Status.SENT, "", {}
+            continue
         m.status = {
             Action.MARK_SENT: Status.SENT,
             Action.RETRY_LATER: Status.QUEUED,
@@ -236,6 +266,9 @@ def _apply_in_memory(outcomes: Sequence[Outcome], now: datetime) -> None:
 def _signal(outcomes: Sequence[Outcome], attempts: Sequence[Attempt]) -> None:
     for outcome, attempt in zip(outcomes, attempts, strict=False):
         action, message = outcome.decision.action, outcome.message
+        if _has_failed_recipients(outcome):
+            # Before the signals, as when it was their first receiver.
+            _auto_suppress(attempt)
         if action is Action.MARK_SENT:
             signals.send(signals.message_sent, Message, message=message, attempt=attempt)
         elif action is Action.RETRY_LATER:
@@ -248,6 +281,16 @@ def _signal(outcomes: Sequence[Outcome], attempts: Sequence[Attempt]) -> None:
             signals.send(
                 signals.message_failed, Message, message=message, attempt=attempt, reason=reason
             )
+
+
+def _auto_suppress(attempt: Attempt) -> None:
+    """Called here, only for an attempt some recipient refused for good, rather than connected
+    to the signals: as a receiver it made every message sent go through ``send_robust``.
+    Like a receiver, what it raises is logged and goes no further."""
+    try:
+        suppression.auto_suppress(Message, attempt=attempt)
+    except Exception as exc:
+        logger.error("mailroom: automatic suppression failed: %s: %s", type(exc).__name__, exc)
 
 
 def fail_unattempted(message: Message, *, token: str, reason: str) -> bool:

@@ -24,11 +24,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import cast
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Q
-from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from . import pipelined
@@ -85,6 +86,14 @@ class RunStats:
         return self.claimed - self.sent - self.retrying - self.failed
 
 
+def _clock() -> Callable[[], datetime]:
+    """``timezone.now``, decided once: it is read several times per message sent, and
+    ``timezone.now`` looks at ``USE_TZ`` each time."""
+    if settings.USE_TZ:
+        return functools.partial(datetime.now, dt_timezone.utc)
+    return datetime.now
+
+
 def make_worker_id() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -95,7 +104,7 @@ class Engine:
         *,
         worker_id: str | None = None,
         batch_size: int | None = None,
-        clock: Callable[[], datetime] = timezone.now,
+        clock: Callable[[], datetime] | None = None,
         rng: Callable[[], float] = random.random,
         on_batch: Callable[[RunStats], None] | None = None,
     ) -> None:
@@ -109,7 +118,7 @@ class Engine:
         }
         self.worker_id = worker_id or make_worker_id()
         self.batch_size = batch_size or self.settings.batch_size
-        self.clock = clock
+        self.clock = clock = clock or _clock()
         self.rng = rng
         self.judge = Judge(rules=self.rules, policy=self.policy, clock=clock, rng=rng)
         self.on_batch = on_batch

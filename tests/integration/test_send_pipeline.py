@@ -204,3 +204,45 @@ def test_the_prepared_write_is_planned_once_not_at_every_message(queue_to_smtp) 
         generic, custom = cursor.fetchone()
     assert custom <= 5, "planned per message"
     assert generic + custom == 30
+
+
+def test_message_sent_receivers_get_each_attempt_as_stored(queue_to_smtp) -> None:
+    """The pipelined write sends the attempt as JSON without making an Attempt; one is made
+    for the signal when something listens, and it is the row that was stored."""
+    from mailroom import signals
+    from mailroom.columns import json_row, stored_fields
+
+    queue(4)
+    got: list[Attempt] = []
+    signals.message_sent.connect(
+        lambda sender, attempt, **kw: got.append(attempt),
+        sender=Message,
+        weak=False,
+        dispatch_uid="test-sent",
+    )
+    try:
+        assert Engine().send_due().sent == 4
+    finally:
+        signals.message_sent.disconnect(sender=Message, dispatch_uid="test-sent")
+    stored = {a.message_id: a for a in Attempt.objects.all()}
+    assert sorted(a.message_id for a in got) == sorted(stored)
+    columns = {f.column for f in stored_fields(Attempt)}
+    for attempt in got:
+        row, saved = json_row(attempt), json_row(stored[attempt.message_id])
+        assert set(row) == columns
+        assert row == saved
+
+
+def test_without_receivers_the_pipelined_write_makes_no_attempt_instance(
+    queue_to_smtp, monkeypatch
+) -> None:
+    from mailroom import recording
+
+    queue(3)
+    made: list[object] = []
+    real = recording._attempt
+    monkeypatch.setattr(recording, "_attempt", lambda *a, **k: made.append(1) or real(*a, **k))
+    assert Engine().send_due().sent == 3
+    assert Attempt.objects.filter(verdict="sent").count() == 3
+    # Elsewhere the writer makes the Attempts it inserts; on PostgreSQL nothing needs them.
+    assert len(made) == (0 if pipelined.available() else 3)
