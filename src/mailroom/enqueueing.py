@@ -9,10 +9,13 @@ ones, and for SMTP delivery it is rendered to bytes so that sending does no MIME
 from __future__ import annotations
 
 import copy
+import copyreg
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import formatdate, make_msgid
+from typing import Any
 
 from django.core.mail import EmailMessage
 from django.core.mail.utils import DNS_NAME
@@ -79,21 +82,18 @@ def enqueue_many(
     maker = RowMaker(
         priority=level, backend=alias, created_at=now, due_at=send_at or now, expires_at=expires_at
     )
-    rows: list[Message] = []
-    for index, message in enumerate(messages):
-        try:
-            rows.append(_build_row(message, maker, date, prerender))
-        except InvalidMessage as exc:
-            exc.index = index
-            if not skip_invalid:
-                raise
-            logger.warning("mailroom: message %d not queued: %s", index, exc)
-    if not rows:
+    checked = _checked(messages, maker, date, prerender, skip_invalid)
+    if not checked:
         return []
+    rows = [item.row for item in checked]
     # One lookup for every recipient of the call. A suppressed recipient leaves the envelope;
     # a message left with none is stored as failed, so the caller still gets its row.
     suppression.apply_at_enqueue(rows)
-    created = inserting.insert(rows)
+    # The costly part of each row (payload, MIME) is made as the row is inserted: on
+    # PostgreSQL while earlier rows stream to the server, which stores them meanwhile.
+    created = inserting.insert(
+        inserting.Unfinished(rows, _Finisher(checked, prerender, skip_invalid))
+    )
     queued = [row for row in created if row.status == Status.QUEUED]
     if queued:
         signals.send_queued(queued)
@@ -129,12 +129,96 @@ def _smtp_bound(settings: MailroomSettings, alias: str) -> bool:
     return known[alias]
 
 
-def _build_row(message: EmailMessage, maker: RowMaker, date: str, prerender: bool) -> Message:
+@dataclass(slots=True)
+class _Checked:
+    """A message that passed the cheap checks, and its row (without payload or MIME unless
+    ``rendered``)."""
+
+    index: int
+    pinned: EmailMessage
+    row: Message
+    rendered: bool
+
+
+def _checked(
+    messages: Iterable[EmailMessage],
+    maker: RowMaker,
+    date: str,
+    prerender: bool,
+    skip_invalid: bool,
+) -> list[_Checked]:
+    """Every message checked (identity pinned, envelope, headers) before any is rendered:
+    a message refused here refuses the call (or is skipped) before anything is looked up
+    or written."""
+    # A pre_init/post_init listener must see each row whole, as Message(...) makes it: then
+    # each is rendered before its row is made, as it always was.
+    eager = not maker.plain
+    checked: list[_Checked] = []
+    for index, message in enumerate(messages):
+        try:
+            pinned, row = _check(message, maker, date, prerender if eager else None)
+        except InvalidMessage as exc:
+            _refuse(exc, index, skip_invalid)
+            continue
+        checked.append(_Checked(index, pinned, row, rendered=eager))
+    return checked
+
+
+def _refuse(exc: InvalidMessage, index: int, skip_invalid: bool) -> None:
+    """Name the message ``exc`` refuses; raise it, or log it when skipping the invalid."""
+    exc.index = index
+    if not skip_invalid:
+        raise exc
+    logger.warning("mailroom: message %d not queued: %s", index, exc)
+
+
+class _Finisher:
+    """``inserting.Unfinished``'s finish: the payload and the MIME bytes of a checked row.
+
+    A message that cannot be stored or rendered refuses the call (InvalidMessage naming its
+    index; the insert then stores nothing) or, with ``skip_invalid``, is left out.
+    """
+
+    def __init__(self, checked: list[_Checked], prerender: bool, skip_invalid: bool) -> None:
+        self.checked = checked
+        self.prerender = prerender
+        self.skip_invalid = skip_invalid
+
+    def __call__(self, position: int) -> bool:
+        item = self.checked[position]
+        if item.rendered:
+            return True
+        try:
+            rendered = _rendered(item.pinned, self.prerender)
+        except InvalidMessage as exc:
+            _refuse(exc, item.index, self.skip_invalid)
+            return False
+        item.row.payload, item.row.mime = rendered["payload"], rendered["mime"]
+        return True
+
+
+def _check(
+    message: EmailMessage, maker: RowMaker, date: str, prerender: bool | None
+) -> tuple[EmailMessage, Message]:
+    """The pinned copy of ``message`` and its row; rendered too unless ``prerender`` is None."""
     if not isinstance(message, EmailMessage):
         raise InvalidMessage(f"expected an EmailMessage, got {type(message).__name__}")
     pinned = _pin_identity(message, date)
     envelope_from, recipients = _envelope(pinned)
     _check_headers(pinned)
+    rendered = {} if prerender is None else _rendered(pinned, prerender)
+    row = maker.make(
+        message_id=pinned.extra_headers["Message-ID"],
+        subject=force_str(pinned.subject)[:_SUBJECT_LIMIT],
+        from_email=envelope_from,
+        recipients=recipients,
+        **rendered,
+    )
+    return pinned, row
+
+
+def _rendered(pinned: EmailMessage, prerender: bool) -> dict[str, Any]:
+    """The row's payload and, for SMTP delivery, its MIME bytes (else None)."""
     try:
         payload = to_payload(pinned)
     except SerializationError as exc:
@@ -145,14 +229,7 @@ def _build_row(message: EmailMessage, maker: RowMaker, date: str, prerender: boo
             mime = compat.render_mime(pinned)
         except (ValueError, TypeError, LookupError) as exc:
             raise InvalidMessage(f"message cannot be rendered: {exc}") from exc
-    return maker.make(
-        message_id=pinned.extra_headers["Message-ID"],
-        subject=force_str(pinned.subject)[:_SUBJECT_LIMIT],
-        from_email=envelope_from,
-        recipients=recipients,
-        payload=payload,
-        mime=mime,
-    )
+    return {"payload": payload, "mime": mime}
 
 
 def _pin_identity(message: EmailMessage, date: str) -> EmailMessage:
@@ -161,7 +238,7 @@ def _pin_identity(message: EmailMessage, date: str) -> EmailMessage:
     The caller's object is left untouched. Django would otherwise make a new Message-ID at
     every render, so a retried message would look like a new one to its receivers.
     """
-    pinned = copy.copy(message)
+    pinned = _shallow_copy(message)
     headers = {str(k): v for k, v in message.extra_headers.items()}
     lower = {k.lower(): k for k in headers}
     if "message-id" in lower:
@@ -174,6 +251,46 @@ def _pin_identity(message: EmailMessage, date: str) -> EmailMessage:
     if isinstance(pinned.subject, Promise):
         pinned.subject = str(pinned.subject)
     return pinned
+
+
+def _shallow_copy(message: EmailMessage) -> EmailMessage:
+    """``copy.copy(message)``, without its generic protocol where the class does not change it.
+
+    copy.copy goes through __reduce_ex__ and copyreg (measured: 1.7 us against 0.4 for a
+    plain EmailMessage); for a class that defines none of the copy hooks it ends in exactly
+    this: a new instance of the class holding the same attribute values.
+    """
+    cls = type(message)
+    plain = _plain_copies.get(cls)
+    if plain is None:
+        plain = _plain_copies[cls] = _plainly_copied(cls)
+    if not plain:
+        return copy.copy(message)
+    duplicate = object.__new__(cls)
+    duplicate.__dict__.update(message.__dict__)
+    return duplicate
+
+
+# Per message class: whether _shallow_copy may skip copy.copy (see _plainly_copied).
+_plain_copies: dict[type, bool] = {}
+
+
+def _plainly_copied(cls: type) -> bool:
+    """Whether copy.copy of a ``cls`` instance is a new instance with the same ``__dict__``:
+    none of the hooks copy.copy and __reduce_ex__ consult is the class's own, and it has no
+    __slots__ (an instance's values are all in its __dict__)."""
+    hooks = ("__copy__", "__getnewargs_ex__", "__getnewargs__", "__setstate__")
+    return (
+        cls not in copyreg.dispatch_table
+        and not issubclass(cls, (list, dict))
+        and all(getattr(cls, hook, None) is None for hook in hooks)
+        and cls.__reduce_ex__ is object.__reduce_ex__
+        and cls.__reduce__ is object.__reduce__
+        # Python 3.11 gave object a __getstate__; before, a class's own was the only one.
+        and getattr(cls, "__getstate__", None) is getattr(object, "__getstate__", None)
+        and cls.__new__ is object.__new__
+        and not any("__slots__" in vars(klass) for klass in cls.__mro__)
+    )
 
 
 def _envelope(message: EmailMessage) -> tuple[str, list[str]]:

@@ -16,6 +16,11 @@ statement as long as all of them. For a bulk enqueue that is most of the time.
 - SQLite: a multi-row ``INSERT ... RETURNING``, with the values every message of the call
   shares (status, dates, counters...) prepared once per call instead of once per row.
 - MySQL/MariaDB, and a single row anywhere but SQLite: ``bulk_create``.
+
+Rows may come :class:`Unfinished`: their costly fields (the payload, the MIME bytes) are made
+just before each is written. A big COPY makes them while it streams, so that the client builds
+the next rows while the server stores the last ones (two CPUs, half the time each); every
+other path makes them all first.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ import contextlib
 import functools
 import json
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 from django.db import connection, models, transaction
 
@@ -34,8 +39,47 @@ from .columns import json_row, stored_fields
 from .models import Message
 
 
+class Unfinished(Sequence[Message]):
+    """New rows whose last fields ``finish(position)`` fills in, just before the row is written.
+
+    ``finish`` returns False to leave that row out, or raises to refuse the whole insert: then
+    nothing is stored and the caller's transaction is still usable. It may set only fields
+    that do not decide how rows are written (not the dates).
+    """
+
+    def __init__(self, rows: list[Message], finish: Callable[[int], bool]) -> None:
+        self.rows = rows
+        self.finish = finish
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Message: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Message]: ...
+    def __getitem__(self, index: int | slice) -> Message | Sequence[Message]:
+        return self.rows[index]
+
+    def finished(self) -> list[Message]:
+        """Every row finished now, in order, those finish left out dropped."""
+        return [row for position, row in enumerate(self.rows) if self.finish(position)]
+
+
+#: From how many rows a COPY makes unfinished rows while it streams. Below, the whole COPY
+#: fits in few of psycopg's 32 KB sends, so there is little to overlap, and inside the
+#: caller's transaction the savepoint that streaming needs (two more round trips) could cost
+#: more than it saves. The value is a cautious guess, not a measured break-even.
+_STREAM_FROM = 100
+
+
 def insert(rows: Sequence[Message]) -> list[Message]:
-    """Save ``rows`` (new messages) and return them with their ids, as bulk_create does."""
+    """Save ``rows`` (new messages) and return them with their ids, as bulk_create does.
+
+    ``rows`` may be :class:`Unfinished`; the rows finish left out are not returned.
+    """
+    if isinstance(rows, Unfinished) and not _streams(rows):
+        rows = rows.finished()
     if not rows:
         return []
     if connection.vendor == "sqlite" and connection.features.can_return_rows_from_bulk_insert:
@@ -50,6 +94,11 @@ def insert(rows: Sequence[Message]) -> list[Message]:
     if _copyable(rows):
         return _insert_copy(rows)
     return _insert_json(rows)
+
+
+def _streams(rows: Unfinished) -> bool:
+    """Whether ``rows`` go through a COPY that finishes them as it streams."""
+    return connection.vendor == "postgresql" and len(rows) >= _STREAM_FROM and _copyable(rows)
 
 
 def _insert_json(rows: Sequence[Message]) -> list[Message]:
@@ -106,6 +155,8 @@ def _insert_sqlite(rows: Sequence[Message]) -> list[Message]:
         value = getattr(first, field.attname)
         if all(getattr(row, field.attname) == value for row in rows):
             shared[field.attname] = field.get_db_prep_save(value, connection)
+    # The others through each field's preparer, in the fields' order.
+    own = [(f.attname, _preparer(f)) for f in fields if f.attname not in shared]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
     row_marks = "(" + ", ".join(["%s"] * len(fields)) + ")"
@@ -121,10 +172,10 @@ def _insert_sqlite(rows: Sequence[Message]) -> list[Message]:
             chunk = rows[start : start + per_statement]
             params: list[Any] = []
             for row in chunk:
+                values = row.__dict__
+                prepared = {name: prepare(values[name]) for name, prepare in own}
                 params.extend(
-                    shared[f.attname]
-                    if f.attname in shared
-                    else f.get_db_prep_save(getattr(row, f.attname), connection)
+                    shared[f.attname] if f.attname in shared else prepared[f.attname]
                     for f in fields
                 )
             cursor.execute(
@@ -137,6 +188,37 @@ def _insert_sqlite(rows: Sequence[Message]) -> list[Message]:
             # order RETURNING happens to emit them in.
             ids.extend(sorted(pk for (pk,) in cursor.fetchall()))
     return _saved(rows, ids)
+
+
+def _preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
+    """``field.get_db_prep_save(value, connection)`` as a function of the value.
+
+    For Django's own JSON and binary fields and the values enqueue stores in them (a dict or
+    list; bytes), the one step of that chain which changes anything is taken directly: the
+    calls in between are most of its cost (measured for a 1.4 KB payload: 8.5 us against 6.1).
+    Any other value, or a subclass's field, goes the whole way.
+    """
+
+    def whole(value: Any) -> Any:
+        return field.get_db_prep_save(value, connection)
+
+    if type(field) is models.JSONField:
+        adapt, encoder = connection.ops.adapt_json_value, field.encoder
+
+        def json_value(value: Any) -> Any:
+            if type(value) is dict or type(value) is list:
+                return adapt(value, encoder)
+            return whole(value)
+
+        return json_value
+    if type(field) is models.BinaryField:
+        binary = connection.Database.Binary  # type: ignore[attr-defined]
+
+        def bytes_value(value: Any) -> Any:
+            return binary(value) if type(value) is bytes else whole(value)
+
+        return bytes_value
+    return whole
 
 
 def _copyable(rows: Sequence[Message]) -> bool:
@@ -170,39 +252,69 @@ def _is_psycopg3() -> bool:
 
 
 def _insert_copy(rows: Sequence[Message]) -> list[Message]:
+    table = connection.ops.quote_name(Message._meta.db_table)
+    with connection.cursor() as cursor:
+        ids = _take_ids(cursor, len(rows))
+        with _undoable(rows):
+            written = _copy(cursor, table, rows, ids)
+        if connection.queries_logged:
+            # Made on psycopg's own cursor, so Django's wrappers do not see it: logged here,
+            # so that query counts (tests, the debug toolbar, assertNumQueries) include it.
+            connection.queries_log.append(
+                {"sql": f"COPY {table} FROM STDIN ({len(written)} rows)", "time": "0"}
+            )
+    # The ids were taken in order, one per row: those written take the first ones, still in
+    # input order (a row left out leaves a gap at the end, as a rolled-back insert would).
+    return _saved(written, ids[: len(written)])
+
+
+def _take_ids(cursor: Any, count: int) -> list[int]:
+    pk = Message._meta.pk
+    assert pk is not None
+    # The sequence's values are taken ahead, one per row: whatever other sessions take
+    # meanwhile, these are ours, and sorted they follow the input as RETURNING's would.
+    cursor.execute(
+        "WITH s AS MATERIALIZED (SELECT pg_get_serial_sequence(%s, %s) AS seq) "
+        "SELECT nextval(s.seq) FROM s, generate_series(1, %s)",
+        [Message._meta.db_table, pk.column, count],
+    )
+    return sorted(pk_value for (pk_value,) in cursor.fetchall())
+
+
+def _undoable(rows: Sequence[Message]) -> contextlib.AbstractContextManager[Any]:
+    """Where finishing a row can raise in the middle of the COPY, inside the caller's
+    transaction: a savepoint. PostgreSQL aborts a transaction whose statement failed, and the
+    caller must be able to go on with theirs. In autocommit the COPY fails alone."""
+    if isinstance(rows, Unfinished) and connection.in_atomic_block:
+        return transaction.atomic()
+    return contextlib.nullcontext()
+
+
+def _copy(cursor: Any, table: str, rows: Sequence[Message], ids: list[int]) -> list[Message]:
+    """COPY ``rows`` with ``ids``; returns the rows written (all, unless some were unfinished
+    and their finish left them out)."""
     quote = connection.ops.quote_name
     pk = Message._meta.pk
     assert pk is not None
     fields = stored_fields(Message)
     values = operator.attrgetter(*(f.attname for f in fields))
-    table = quote(Message._meta.db_table)
     columns = ", ".join(quote(c) for c in [pk.column, *(f.column for f in fields)])
-    with connection.cursor() as cursor:
-        # The sequence's values are taken ahead, one per row: whatever other sessions take
-        # meanwhile, these are ours, and sorted they follow the input as RETURNING's would.
-        cursor.execute(
-            "WITH s AS MATERIALIZED (SELECT pg_get_serial_sequence(%s, %s) AS seq) "
-            "SELECT nextval(s.seq) FROM s, generate_series(1, %s)",
-            [Message._meta.db_table, pk.column, len(rows)],
-        )
-        ids = sorted(pk_value for (pk_value,) in cursor.fetchall())
-        # One COPY statement, however many rows: atomic on its own, and it has no size limit
-        # (only each value has). psycopg sends every 32 KB it has formatted, so the server
-        # stores rows while the next ones are formatted.
-        with (
-            connection.wrap_database_errors,
-            cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
-        ):
-            copy.set_types(_copy_types())
-            for pk_value, row in zip(ids, rows, strict=True):
-                copy.write_row((pk_value, *values(row)))
-        if connection.queries_logged:
-            # Made on psycopg's own cursor, so Django's wrappers do not see it: logged here,
-            # so that query counts (tests, the debug toolbar, assertNumQueries) include it.
-            connection.queries_log.append(
-                {"sql": f"COPY {table} FROM STDIN ({len(rows)} rows)", "time": "0"}
-            )
-    return _saved(rows, ids)
+    finish = rows.finish if isinstance(rows, Unfinished) else None
+    written: list[Message] = []
+    # One COPY statement, however many rows: atomic on its own, and it has no size limit
+    # (only each value has). psycopg sends every 32 KB it has formatted, so the server
+    # stores rows while the next ones are finished and formatted.
+    with (
+        connection.wrap_database_errors,
+        cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
+    ):
+        copy.set_types(_copy_types())
+        for position, row in enumerate(rows):
+            if finish is not None and not finish(position):
+                continue
+            copy.write_row((ids[len(written)], *values(row)))
+            written.append(row)
+    return written
 
 
 @functools.cache

@@ -46,32 +46,22 @@ def render_simple(message: EmailMessage) -> bytes | None:
     if encoding != "utf-8":
         return None
     body = message.body
-    if not isinstance(body, str) or not body.isascii():
-        return None
-    # Lines as the email package sees them (CR, LF or CRLF ends); a short body has none long.
-    if len(body) > _MAX_BODY_LINE and any(
-        len(line) > _MAX_BODY_LINE for line in _LINE_END.split(body)
-    ):
+    if not isinstance(body, str) or not body.isascii() or _has_long_line(body):
         return None
     extra = message.extra_headers
     names = {str(name).lower() for name in extra}
     if not names >= _PINNED or names & _ADDRESS_HEADERS:
         return None
 
-    # The order and the values of Django's EmailMessage.message(), for this shape.
-    headers: list[tuple[str, object]] = [
-        ("Content-Type", f'text/{message.content_subtype}; charset="utf-8"'),
-        ("MIME-Version", "1.0"),
-        ("Content-Transfer-Encoding", "7bit"),
-        ("Subject", message.subject),
-        ("From", message.from_email),
-    ]
+    # The order and the values of Django's EmailMessage.message(), for this shape. The first
+    # three headers are the same for every message of a subtype: written once, not checked.
+    headers: list[tuple[str, object]] = [("Subject", message.subject), ("From", message.from_email)]
     for name, addresses in (("To", message.to), ("Cc", message.cc), ("Reply-To", message.reply_to)):
         if addresses:
             headers.append((name, ", ".join(str(address) for address in addresses)))
     headers.extend(extra.items())
 
-    lines = []
+    lines = [_FIXED_HEADERS[message.content_subtype]]
     for name, value in headers:
         if not isinstance(name, str):
             return None
@@ -86,3 +76,25 @@ def render_simple(message: EmailMessage) -> bytes | None:
     lines.append("\r\n")
     lines.append(body.replace("\n", "\r\n") if "\r" not in body else _LINE_END.sub("\r\n", body))
     return "".join(lines).encode("ascii")
+
+
+def _has_long_line(body: str) -> bool:
+    """Whether a line of ``body`` (CR, LF or CRLF ends, as the email package sees them) is too
+    long to be sent as it is. Split on LF alone where there is no CR: the same lines, without
+    a regular expression (measured: 1.3 against 7.5 us for a 1 KiB body)."""
+    if len(body) <= _MAX_BODY_LINE:
+        return False
+    lines = body.split("\n") if "\r" not in body else _LINE_END.split(body)
+    return max(map(len, lines)) > _MAX_BODY_LINE
+
+
+# Content-Type, MIME-Version and Content-Transfer-Encoding as Django writes them for each
+# subtype render_simple takes: short, plain, the same for every message.
+_FIXED_HEADERS = {
+    subtype: (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+        "MIME-Version: 1.0\r\n"
+        "Content-Transfer-Encoding: 7bit\r\n"
+    )
+    for subtype in ("plain", "html")
+}
