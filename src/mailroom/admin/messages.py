@@ -15,6 +15,7 @@ from django.contrib import admin
 from django.contrib.admin.views.main import SEARCH_VAR, ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db import connections
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
@@ -25,6 +26,7 @@ from django.views.decorators.http import require_POST
 from mailroom.exceptions import UndecodableMessage
 from mailroom.models import Message
 
+from . import search
 from .actions import OPERATIONS, list_action, report
 from .content import read_attachment, read_content
 from .filters import BackendFilter, DueFilter
@@ -162,8 +164,8 @@ class MessageAdmin(_MessageAdminBase):
         """One phrase, matched as part of any recipient or of the subject, or a whole Message-ID.
 
         ``recipients`` is a JSON list: its text form is searched, which needs no join and
-        cannot duplicate rows. No ordinary index serves a substring search; on PostgreSQL a
-        trigram index makes it fast (see docs/admin.md). A Message-ID pasted whole, in its
+        cannot duplicate rows. No ordinary index serves a substring search; on PostgreSQL
+        trigram indexes make it fast (see :mod:`.search`). A Message-ID pasted whole, in its
         angle brackets, is looked up by its own index only.
         """
         term = search_term.strip()
@@ -171,7 +173,7 @@ class MessageAdmin(_MessageAdminBase):
             return queryset, False
         if _MESSAGE_ID.match(term):
             return queryset.filter(message_id=term), False
-        match = Q(recipients__icontains=term) | Q(subject__icontains=term) | Q(message_id=term)
+        match = search.text_match(term, connections[queryset.db].vendor) | Q(message_id=term)
         if not term.startswith("<"):  # Message-IDs are stored in their angle brackets
             match |= Q(message_id=f"<{term}>")
         return queryset.filter(match), False
