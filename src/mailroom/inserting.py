@@ -15,7 +15,9 @@ statement as long as all of them. For a bulk enqueue that is most of the time.
   the ids returned in order.
 - SQLite: a multi-row ``INSERT ... RETURNING``, with the values every message of the call
   shares (status, dates, counters...) prepared once per call instead of once per row.
-- MySQL/MariaDB, and a single row anywhere but SQLite: ``bulk_create``.
+- PostgreSQL through psycopg 3, one row: ``INSERT ... RETURNING`` with its values bound on
+  the server instead of quoted into the statement by the client.
+- MySQL/MariaDB, and a single row with psycopg2: ``bulk_create``.
 
 Rows may come :class:`Unfinished`: their costly fields (the payload, the MIME bytes) are made
 just before each is written. A big COPY makes them while it streams, so that the client builds
@@ -87,6 +89,8 @@ def insert(rows: Sequence[Message]) -> list[Message]:
     # One row on PostgreSQL too: a plain INSERT is planned in a fraction of the time the
     # JSON document's INSERT ... SELECT takes (measured: 320-520 against 600-680 us of the
     # server's CPU per call), and COPY would take a second round trip for the id.
+    if connection.vendor == "postgresql" and len(rows) == 1 and _is_psycopg3():
+        return _insert_bound(rows[0])
     if connection.vendor != "postgresql" or len(rows) == 1:
         return Message.objects.bulk_create(rows)
     # From two rows on COPY is faster than the JSON document (measured: 10 rows 1.2 ms
@@ -139,6 +143,52 @@ def _saved(rows: Sequence[Message], ids: Sequence[int]) -> list[Message]:
         message._state.adding = False
         message._state.db = connection.alias
     return list(rows)
+
+
+def _insert_bound(row: Message) -> list[Message]:
+    """One row on PostgreSQL through psycopg 3: ``INSERT ... RETURNING`` with its values bound
+    on the server.
+
+    Django's cursors bind on the client: every value is quoted into the statement's text in
+    Python, the stored MIME bytes escaped byte by byte, and PostgreSQL then parses all of it.
+    Here the same values (prepared by the fields, as Django prepares them) travel as
+    parameters, the bytes as they are. Measured, one message per call and transaction, three
+    alternating pairs: 617-690 against 424-476 microseconds of the caller's CPU per call, and
+    1.4-2.1 against 0.85-1.15 ms per call (PostgreSQL parses less too). The statement is the
+    caller's connection's, in the caller's transaction, and it is logged as Django logs its own.
+    """
+    import psycopg  # only where psycopg 3 is the driver (_is_psycopg3)
+
+    values = row.__dict__
+    params = [prepare(values[name]) for name, prepare in _bound_preparers()]
+    sql = _bound_insert()
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+        fetched = cursor.fetchone()
+    assert fetched is not None
+    if connection.queries_logged:
+        connection.queries_log.append({"sql": sql, "time": "0"})
+    return _saved([row], [fetched[0]])
+
+
+@functools.cache
+def _bound_insert() -> str:
+    quote = connection.ops.quote_name
+    fields = stored_fields(Message)
+    columns = ", ".join(quote(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    pk = Message._meta.pk
+    assert pk is not None
+    return (
+        f"INSERT INTO {quote(Message._meta.db_table)} ({columns}) VALUES ({marks}) "
+        f"RETURNING {quote(pk.column)}"
+    )
+
+
+@functools.cache
+def _bound_preparers() -> list[tuple[str, Callable[[Any], Any]]]:
+    return [(f.attname, _preparer(f)) for f in stored_fields(Message)]
 
 
 #: SQLite's limit on parameters in one statement since 3.32 (Django assumes the older 999).

@@ -432,3 +432,65 @@ def test_without_copy_a_bulk_enqueue_too_big_for_one_document_is_split(monkeypat
     assert counts[0] > 1
     stored = dict(Message.objects.values_list("pk", "subject"))
     assert [stored[m.pk] for m in created] == [f"S{i}" for i in range(20)]
+
+
+@pytest.fixture
+def bound(monkeypatch) -> list[int]:
+    """The ids of every single-row insert that bound its values on the server (psycopg 3)."""
+    from mailroom import inserting
+
+    if not inserting._is_psycopg3():
+        pytest.skip("server-side binding here is psycopg 3's")
+    ids: list[int] = []
+    real = inserting._insert_bound
+
+    def spy(row):
+        saved = real(row)
+        ids.append(saved[0].pk)
+        return saved
+
+    monkeypatch.setattr(inserting, "_insert_bound", spy)
+    return ids
+
+
+@_ON_POSTGRES
+def test_one_message_binds_its_values_and_stores_every_field(bound) -> None:
+    later = timezone.now() + timezone.timedelta(hours=2)
+    for message in _varied_messages(4):  # with and without an attachment, cc, non-ASCII
+        created = mailroom.enqueue(message, priority="high", send_at=later, expires_at=later)
+        _assert_stored_as_built([created])
+    assert len(bound) == 4
+
+
+@_ON_POSTGRES
+def test_the_bound_insert_joins_the_callers_transaction(bound) -> None:
+    seen: list[bool] = []
+
+    def view() -> None:
+        with transaction.atomic():
+            mailroom.enqueue(EmailMessage("S", "B", "f@example.com", ["t@example.com"]))
+            seen.append(Message.objects.filter(pk=bound[0]).exists())
+            raise RuntimeError("the view failed after queueing")
+
+    with pytest.raises(RuntimeError):
+        view()
+    assert seen == [True]
+    assert Message.objects.count() == 0
+
+
+@_ON_POSTGRES
+def test_a_failed_bound_insert_raises_djangos_error(bound) -> None:
+    from django.db import DataError
+
+    from mailroom import inserting
+
+    row = Message(
+        message_id="<1@x.org>",
+        subject="S" * 300,  # the column takes 255
+        from_email="f@x.org",
+        recipients=["u@x.org"],
+        payload={"v": 1},
+    )
+    with pytest.raises(DataError), transaction.atomic():
+        inserting.insert([row])
+    assert Message.objects.count() == 0
