@@ -44,21 +44,23 @@ def mark_sent(ids: Collection[int], *, token: str, now: datetime) -> int:
         return int(cursor.rowcount)
 
 
-def attempt_rows(attempts: Sequence[Attempt]) -> list[tuple[Any, ...]]:
-    """The values of :func:`insert_sql` for each attempt, prepared by the fields."""
+def attempt_rows(attempts: Sequence[Attempt], db: Any = connection) -> list[tuple[Any, ...]]:
+    """The values of :func:`insert_sql` for each attempt, prepared by the fields for ``db``
+    (the connection, or this thread's own DatabaseWrapper: the same, found faster)."""
     fields = stored_fields(Attempt)
     return [
-        tuple(f.get_db_prep_save(getattr(attempt, f.attname), connection) for f in fields)
+        tuple(f.get_db_prep_save(getattr(attempt, f.attname), db) for f in fields)
         for attempt in attempts
     ]
 
 
 def mark_sent_statement(
-    ids: Collection[int], *, token: str, now: datetime
+    ids: Collection[int], *, token: str, now: datetime, db: Any = connection
 ) -> tuple[str, list[Any]]:
-    """The UPDATE that moves messages ``ids`` to sent if ``token`` holds them, and its values."""
-    when = Message._meta.get_field("sent_at").get_db_prep_save(now, connection)
-    nothing = Message._meta.get_field("pending_recipients").get_db_prep_save([], connection)
+    """The UPDATE that moves messages ``ids`` to sent if ``token`` holds them, and its values
+    (prepared for ``db``, as :func:`attempt_rows`)."""
+    when = Message._meta.get_field("sent_at").get_db_prep_save(now, db)
+    nothing = Message._meta.get_field("pending_recipients").get_db_prep_save([], db)
     sql = update_sql().format(ids=", ".join(["%s"] * len(ids)))
     return sql, [Status.SENT.value, when, when, nothing, *ids, token]
 

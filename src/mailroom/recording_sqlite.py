@@ -20,7 +20,7 @@ import functools
 from collections.abc import Sequence
 from datetime import datetime
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from .models import Attempt
 from .recording_plain import attempt_rows, insert_sql, mark_sent_statement, record_sent_plain
@@ -30,16 +30,20 @@ def record_sent(
     attempts: Sequence[Attempt], ids: Sequence[int], *, token: str, now: datetime
 ) -> int:
     """Insert ``attempts`` and mark messages ``ids`` sent. Returns how many were moved."""
-    if connection.in_atomic_block:
+    # This thread's DatabaseWrapper itself: ``connection`` looks it up again (in a
+    # context-local) at every attribute, and the fields preparing the values ask it for its
+    # operations and features a dozen times per row.
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.in_atomic_block:
         # Inside a transaction (a test's, a caller's) the write needs a savepoint of its own,
         # as the atomic block gives it: that is recording_plain's way.
         return record_sent_plain(attempts, ids, token=token, now=now)
-    rows = attempt_rows(attempts)
-    update, params = mark_sent_statement(ids, token=token, now=now)
+    rows = attempt_rows(attempts, db)
+    update, params = mark_sent_statement(ids, token=token, now=now, db=db)
     update = _qmarks(update)  # the same values, in the same order
-    connection.ensure_connection()
-    raw = connection.connection
-    with connection.wrap_database_errors:
+    db.ensure_connection()
+    raw = db.connection
+    with db.wrap_database_errors:
         try:
             raw.execute("BEGIN IMMEDIATE")
             raw.executemany(_insert(), rows)
@@ -49,9 +53,9 @@ def record_sent(
             if raw.in_transaction:
                 raw.execute("ROLLBACK")
             raise
-    if connection.queries_logged:
+    if db.queries_logged:
         statements = ["BEGIN IMMEDIATE", _insert(), update, "COMMIT"]
-        connection.queries_log.extend({"sql": sql, "time": "0"} for sql in statements)
+        db.queries_log.extend({"sql": sql, "time": "0"} for sql in statements)
     return moved
 
 
