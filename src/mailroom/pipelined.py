@@ -27,9 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
-from . import signals
-from .models import Attempt, Message
-from .recording import Outcome, attempt_json, finish, is_plain_sent, prepare
+from .models import Attempt
+from .recording import Outcome, attempt_values, finish, is_plain_sent, signal_attempts
 from .recording_pg import sent_statement_params
 
 if TYPE_CHECKING:
@@ -76,10 +75,10 @@ class PipelinedWriter:
             self._batch.write_now([outcome])
             return
         batch, db = self._batch, self._db
-        row = attempt_json(outcome, worker=batch.worker, text_limit=batch.text_limit)
+        values = attempt_values(outcome, worker=batch.worker, text_limit=batch.text_limit)
         now = batch.clock()
-        sql, params = sent_statement_params([row], outcome.message.pk, batch.token, now)
         try:
+            sql, params = sent_statement_params(values, outcome.message.pk, batch.token, now)
             raw = db.connection
             prepared = _prepared(raw, sql)
             pgconn = raw.pgconn
@@ -132,12 +131,8 @@ class PipelinedWriter:
             self._batch.written.extend(done.outcomes)
 
     def _attempts(self, outcomes: list[Outcome]) -> list[Attempt] | None:
-        """The Attempt instances ``message_sent``'s receivers get, made only if there are any
-        (the write itself needed none)."""
-        if not signals.message_sent.has_listeners(Message):
-            return None
         batch = self._batch
-        return prepare(outcomes, worker=batch.worker, text_limit=batch.text_limit)
+        return signal_attempts(outcomes, worker=batch.worker, text_limit=batch.text_limit)
 
 
 #: The name of the prepared statement, per connection (psycopg's own are named ``_pg3_*``).
