@@ -46,12 +46,18 @@ def record(
     """Write a batch's outcomes. Returns the attempts, in the order given."""
     if not outcomes:
         return []
-    attempts = prepare(outcomes, worker=worker, text_limit=text_limit)
     plain_sent = {o.message.pk for o in outcomes if is_plain_sent(o)}
+    if len(plain_sent) == len(outcomes) and connection.vendor == "sqlite":
+        # The write takes the values as they are: no Attempt is made unless a receiver
+        # of message_sent is to get one.
+        values = [attempt_values(o, worker=worker, text_limit=text_limit) for o in outcomes]
+        moved = recording_sqlite.record_sent(values, list(plain_sent), token=token, now=now)
+        made = signal_attempts(outcomes, worker=worker, text_limit=text_limit)
+        finish(outcomes, made, moved, now=now)
+        return made or []
+    attempts = prepare(outcomes, worker=worker, text_limit=text_limit)
     if len(plain_sent) == len(outcomes) and connection.vendor == "postgresql":
         moved = record_sent(attempts, list(plain_sent), token=token, now=now)
-    elif len(plain_sent) == len(outcomes) and connection.vendor == "sqlite":
-        moved = recording_sqlite.record_sent(attempts, list(plain_sent), token=token, now=now)
     elif len(plain_sent) == len(outcomes):
         moved = record_sent_plain(attempts, list(plain_sent), token=token, now=now)
     else:
@@ -63,6 +69,17 @@ def record(
 def prepare(outcomes: Sequence[Outcome], *, worker: str, text_limit: int) -> list[Attempt]:
     """The attempt rows to insert for ``outcomes`` (not saved)."""
     return [_attempt(o, worker=worker, text_limit=text_limit) for o in outcomes]
+
+
+def signal_attempts(
+    outcomes: Sequence[Outcome], *, worker: str, text_limit: int
+) -> list[Attempt] | None:
+    """The Attempts ``message_sent``'s receivers get for plain sends written without them,
+    or None when there is no receiver (the usual case) and so nothing to make."""
+    sent = signals.message_sent
+    if not sent.receivers or not sent.has_listeners(Message):
+        return None
+    return prepare(outcomes, worker=worker, text_limit=text_limit)
 
 
 def is_plain_sent(outcome: Outcome) -> bool:
@@ -85,7 +102,7 @@ def finish(
 
     ``moved`` is how many of the plain sends were moved to sent (fewer if a lease was lost).
     ``attempts`` is None only where the outcomes are plain sends and nothing listens to
-    ``message_sent`` (the pipelined write makes no Attempt then: see ``attempt_json``).
+    ``message_sent``: the fast writes make no Attempt then (see :func:`signal_attempts`).
     """
     plain = sum(1 for o in outcomes if is_plain_sent(o))
     if moved != plain:
@@ -145,7 +162,7 @@ def _attempt(outcome: Outcome, *, worker: str, text_limit: int) -> Attempt:
 
 def attempt_values(outcome: Outcome, *, worker: str, text_limit: int) -> dict[str, Any]:
     """The attempt row of ``outcome``, field by field: what an Attempt is made of, and what
-    the pipelined write sends without making one (``attempt_json``)."""
+    the fast writes send without making one."""
     c = outcome.classification
     error = outcome.result.error
     return {
@@ -164,18 +181,6 @@ def attempt_values(outcome: Outcome, *, worker: str, text_limit: int) -> dict[st
         "recipients": {r.address: r.as_json() for r in c.recipients},
         "esp_message_id": (outcome.result.esp_message_id or "")[:255],
     }
-
-
-def attempt_json(outcome: Outcome, *, worker: str, text_limit: int) -> dict[str, Any]:
-    """``columns.json_row`` of the attempt of ``outcome``, without making the Attempt.
-
-    The pipelined write on PostgreSQL needs only this JSON, once per message sent; a model
-    instance costs more than the rest of the row (Attempt's fields are named as their
-    columns, and its only non-JSON values are the datetime).
-    """
-    values = attempt_values(outcome, worker=worker, text_limit=text_limit)
-    values["started_at"] = values["started_at"].isoformat()
-    return values
 
 
 def _type_name(error: BaseException) -> str:

@@ -12,7 +12,7 @@ to ``sqlite3``, in ``recording_sqlite``.)
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +23,11 @@ from .models import Attempt, Message, Status
 
 
 def record_sent_plain(
-    attempts: Sequence[Attempt], ids: Sequence[int], *, token: str, now: datetime
+    attempts: Sequence[Attempt | Mapping[str, Any]],
+    ids: Sequence[int],
+    *,
+    token: str,
+    now: datetime,
 ) -> int:
     """Insert ``attempts`` and mark messages ``ids`` sent. Returns how many were moved."""
     rows = attempt_rows(attempts)
@@ -44,14 +48,18 @@ def mark_sent(ids: Collection[int], *, token: str, now: datetime) -> int:
         return int(cursor.rowcount)
 
 
-def attempt_rows(attempts: Sequence[Attempt], db: Any = connection) -> list[tuple[Any, ...]]:
-    """The values of :func:`insert_sql` for each attempt, prepared by the fields for ``db``
-    (the connection, or this thread's own DatabaseWrapper: the same, found faster)."""
+def attempt_rows(
+    attempts: Sequence[Attempt | Mapping[str, Any]], db: Any = connection
+) -> list[tuple[Any, ...]]:
+    """The values of :func:`insert_sql` for each attempt (an Attempt, or its values by field
+    as ``recording.attempt_values`` gives them), prepared by the fields for ``db`` (the
+    connection, or this thread's own DatabaseWrapper: the same, found faster)."""
     fields = stored_fields(Attempt)
-    return [
-        tuple(f.get_db_prep_save(getattr(attempt, f.attname), db) for f in fields)
-        for attempt in attempts
-    ]
+    rows = []
+    for attempt in attempts:
+        values = attempt if isinstance(attempt, Mapping) else attempt.__dict__
+        rows.append(tuple(f.get_db_prep_save(values[f.attname], db) for f in fields))
+    return rows
 
 
 def mark_sent_statement(

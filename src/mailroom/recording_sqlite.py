@@ -17,8 +17,9 @@ are logged, as Django would log them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
@@ -27,9 +28,14 @@ from .recording_plain import attempt_rows, insert_sql, mark_sent_statement, reco
 
 
 def record_sent(
-    attempts: Sequence[Attempt], ids: Sequence[int], *, token: str, now: datetime
+    attempts: Sequence[Attempt | Mapping[str, Any]],
+    ids: Sequence[int],
+    *,
+    token: str,
+    now: datetime,
 ) -> int:
-    """Insert ``attempts`` and mark messages ``ids`` sent. Returns how many were moved."""
+    """Insert ``attempts`` (Attempts, or their values by field) and mark messages ``ids``
+    sent. Returns how many were moved."""
     # This thread's DatabaseWrapper itself: ``connection`` looks it up again (in a
     # context-local) at every attribute, and the fields preparing the values ask it for its
     # operations and features a dozen times per row.
