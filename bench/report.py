@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.configs import BIG, BIG_SHAPES, ENQUEUE, SEND
+from bench.suites import PICKUP_REPEATS
 
 DB_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 SHAPE_NAMES = {
@@ -202,7 +203,8 @@ def _enqueue_table(suites: dict[str, Any], dbs: Sequence[str]) -> list[str]:
 def _pickup_tables(pickup: dict[str, Any], dbs: Sequence[str]) -> list[str]:
     lines = [
         "mailroom: `claiming.claim()` of one batch of 100 (after one warm-up claim, the median "
-        "of 9, each released again), and the peak RSS of a fresh worker process that claims "
+        f"of {PICKUP_REPEATS}, each released again), and the peak RSS of a fresh worker "
+        "process that claims "
         "one batch and sends it to the sink.",
         "",
     ]
