@@ -32,3 +32,17 @@ def json_row(instance: models.Model) -> dict[str, Any]:
             value = base64.b64encode(value).decode("ascii")
         row[field.column] = value
     return row
+
+
+def insert_statement(model: type[models.Model], connection: Any, *, returning: bool) -> str:
+    """``INSERT INTO <table> (<stored columns>) VALUES (%s, ...)`` for one row of ``model``,
+    names quoted for ``connection``, with ``RETURNING <pk>`` if ``returning``."""
+    quote = connection.ops.quote_name
+    fields = stored_fields(model)
+    columns = ", ".join(quote(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({marks})"
+    pk = model._meta.pk
+    if returning and pk is not None:
+        sql += f" RETURNING {quote(pk.column)}"
+    return sql

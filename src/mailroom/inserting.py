@@ -37,7 +37,7 @@ from typing import Any, overload
 
 from django.db import connection, models, transaction
 
-from .columns import json_row, stored_fields
+from .columns import insert_statement, json_row, stored_fields
 from .models import Message
 
 
@@ -174,16 +174,7 @@ def _insert_bound(row: Message) -> list[Message]:
 
 @functools.cache
 def _bound_insert() -> str:
-    quote = connection.ops.quote_name
-    fields = stored_fields(Message)
-    columns = ", ".join(quote(f.column) for f in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    pk = Message._meta.pk
-    assert pk is not None
-    return (
-        f"INSERT INTO {quote(Message._meta.db_table)} ({columns}) VALUES ({marks}) "
-        f"RETURNING {quote(pk.column)}"
-    )
+    return insert_statement(Message, connection, returning=True)
 
 
 @functools.cache

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from .columns import stored_fields
+from .columns import insert_statement, stored_fields
 from .models import Attempt, Message, Status
 
 
@@ -75,11 +75,7 @@ def mark_sent_statement(
 
 @functools.cache
 def insert_sql() -> str:
-    quote = connection.ops.quote_name
-    fields = stored_fields(Attempt)
-    columns = ", ".join(quote(f.column) for f in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    return f"INSERT INTO {quote(Attempt._meta.db_table)} ({columns}) VALUES ({marks})"
+    return insert_statement(Attempt, connection, returning=False)
 
 
 @functools.cache

@@ -11,6 +11,7 @@ from django.utils import timezone
 import mailroom
 from mailroom.exceptions import InvalidMessage
 from mailroom.models import Message, Priority, Status
+from tests.support.spies import spy
 
 pytestmark = pytest.mark.django_db
 
@@ -265,13 +266,7 @@ def copies(monkeypatch) -> list[int]:
     if not inserting._is_psycopg3():
         pytest.skip("COPY needs psycopg 3")
     sizes: list[int] = []
-    real = inserting._insert_copy
-
-    def spy(rows):
-        sizes.append(len(rows))
-        return real(rows)
-
-    monkeypatch.setattr(inserting, "_insert_copy", spy)
+    spy(monkeypatch, inserting, "_insert_copy", lambda rows: sizes.append(len(rows)))
     return sizes
 
 
@@ -435,22 +430,15 @@ def test_without_copy_a_bulk_enqueue_too_big_for_one_document_is_split(monkeypat
 
 
 @pytest.fixture
-def bound(monkeypatch) -> list[int]:
-    """The ids of every single-row insert that bound its values on the server (psycopg 3)."""
+def bound(monkeypatch) -> list[Message]:
+    """Every row inserted alone with its values bound on the server (psycopg 3)."""
     from mailroom import inserting
 
     if not inserting._is_psycopg3():
         pytest.skip("server-side binding here is psycopg 3's")
-    ids: list[int] = []
-    real = inserting._insert_bound
-
-    def spy(row):
-        saved = real(row)
-        ids.append(saved[0].pk)
-        return saved
-
-    monkeypatch.setattr(inserting, "_insert_bound", spy)
-    return ids
+    rows: list[Message] = []
+    spy(monkeypatch, inserting, "_insert_bound", rows.append)
+    return rows
 
 
 @_ON_POSTGRES
@@ -469,7 +457,7 @@ def test_the_bound_insert_joins_the_callers_transaction(bound) -> None:
     def view() -> None:
         with transaction.atomic():
             mailroom.enqueue(EmailMessage("S", "B", "f@example.com", ["t@example.com"]))
-            seen.append(Message.objects.filter(pk=bound[0]).exists())
+            seen.append(Message.objects.filter(pk=bound[0].pk).exists())
             raise RuntimeError("the view failed after queueing")
 
     with pytest.raises(RuntimeError):

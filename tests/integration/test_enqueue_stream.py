@@ -17,6 +17,7 @@ import mailroom
 from mailroom import inserting
 from mailroom.exceptions import InvalidMessage
 from mailroom.models import Message, Status, Suppression
+from tests.support.spies import spy
 
 pytestmark = pytest.mark.django_db
 
@@ -165,13 +166,7 @@ def copy_rows(monkeypatch) -> list[int]:
     if not streams():
         pytest.skip("streaming is PostgreSQL's COPY through psycopg 3")
     sizes: list[int] = []
-    real = inserting._insert_copy
-
-    def spy(rows):
-        sizes.append(len(rows))
-        return real(rows)
-
-    monkeypatch.setattr(inserting, "_insert_copy", spy)
+    spy(monkeypatch, inserting, "_insert_copy", lambda rows: sizes.append(len(rows)))
     return sizes
 
 
