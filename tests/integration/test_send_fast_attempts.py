@@ -48,7 +48,7 @@ def _queue() -> None:
             EmailMessage("refused", "B", "app@example.com", ["gone2@x.org"]),
             EmailMessage("deferred", "B", "app@example.com", ["u5@x.org", "later@x.org"]),
             EmailMessage("retried", "B", "app@example.com", ["once@x.org"]),
-            EmailMessage("plain3", "B", "Ünïcode <app@example.com>", ["ü@x.org"]),
+            EmailMessage("plain3", "B", "Ünïcode <app@example.com>", ["Zoë <u6@x.org>"]),
         ]
     )
 
