@@ -61,12 +61,12 @@ def claim(
     if exclude_backends:
         candidates = candidates.exclude(backend__in=list(exclude_backends))
     if connection.features.has_select_for_update_skip_locked:
-        return _claim_skip_locked(candidates, token, now, claimed_until, limit)
-    return _claim_compare_and_set(candidates, token, now, claimed_until, limit)
+        return _claim_skip_locked(candidates, token, claimed_until, limit)
+    return _claim_compare_and_set(candidates, token, claimed_until, limit)
 
 
 def _claim_skip_locked(
-    candidates: MessageQuerySet, token: str, now: datetime, claimed_until: datetime, limit: int
+    candidates: MessageQuerySet, token: str, claimed_until: datetime, limit: int
 ) -> list[Message]:
     with transaction.atomic():
         rows = list(candidates.select_for_update(skip_locked=True).defer("payload")[:limit])
@@ -213,7 +213,7 @@ def _from_db(alias: str, statement: _Returning, values: dict[str, Any]) -> Messa
 
 
 def _claim_compare_and_set(
-    candidates: MessageQuerySet, token: str, now: datetime, claimed_until: datetime, limit: int
+    candidates: MessageQuerySet, token: str, claimed_until: datetime, limit: int
 ) -> list[Message]:
     ids = Subquery(candidates.values("pk")[:limit])
     # The status condition is repeated in the outer UPDATE so that the statement is a true

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
-from .models import Attempt
 from .recording import Outcome, attempt_values, finish, is_plain_sent, signal_attempts
 from .recording_pg import sent_statement_params
 
@@ -127,12 +126,11 @@ class PipelinedWriter:
     def _finish(self) -> None:
         done, self._committed = self._committed, None
         if done is not None:
-            finish(done.outcomes, self._attempts(done.outcomes), done.moved, now=done.now)
-            self._batch.written.extend(done.outcomes)
-
-    def _attempts(self, outcomes: list[Outcome]) -> list[Attempt] | None:
-        batch = self._batch
-        return signal_attempts(outcomes, worker=batch.worker, text_limit=batch.text_limit)
+            batch = self._batch
+            # No Attempt was needed for the write; one is made only for message_sent's receivers.
+            made = signal_attempts(done.outcomes, worker=batch.worker, text_limit=batch.text_limit)
+            finish(done.outcomes, made, done.moved, now=done.now)
+            batch.written.extend(done.outcomes)
 
 
 #: The name of the prepared statement, per connection (psycopg's own are named ``_pg3_*``).

@@ -86,7 +86,7 @@ def orm_claim(token: str, limit: int, **kwargs: Any) -> list[Message]:
     if kwargs.get("exclude_backends"):
         candidates = candidates.exclude(backend__in=list(kwargs["exclude_backends"]))
     until = NOW + timedelta(seconds=300)
-    return claiming._claim_skip_locked(candidates, token, NOW, until, limit)
+    return claiming._claim_skip_locked(candidates, token, until, limit)
 
 
 # --- On every database ---------------------------------------------------------------------
