@@ -21,6 +21,15 @@ def _worker_command(db: str) -> str | None:
     return None
 
 
+def _smtp_pipelining(db: str) -> str | None:
+    """None if this mailroom has the SMTP_PIPELINING setting, else why the row is not measured."""
+    from mailroom import conf
+
+    if "SMTP_PIPELINING" not in conf.DEFAULTS:
+        return "not applicable (this mailroom has no SMTP_PIPELINING setting)"
+    return None
+
+
 def _sqlite_only(db: str) -> str | None:
     return None if db == "sqlite" else "SQLite only"
 
@@ -58,6 +67,13 @@ SEND = (
         params={"connections": 1},
     ),
     SendConfig(
+        key="raw1-pipelined",
+        name="raw smtplib, 1 connection, with RFC 2920 pipelining (MAIL, RCPT, DATA in one write)",
+        app="mailroom",
+        send="send.raw_smtplib",
+        params={"connections": 1, "pipelining": True},
+    ),
+    SendConfig(
         key="raw2",
         name="raw smtplib, 2 connections (2 processes)",
         app="mailroom",
@@ -77,6 +93,15 @@ SEND = (
         prepare="send.prepare_mailroom",
         send="send.mailroom_send",
         target=0.95,
+    ),
+    SendConfig(
+        key="mailroom-send-lockstep",
+        name="mailroom send (1 process), SMTP_PIPELINING=False (one command at a time)",
+        app="mailroom",
+        prepare="send.prepare_mailroom",
+        send="send.mailroom_send",
+        env={"BENCH_SMTP_PIPELINING": "0"},
+        unavailable=_smtp_pipelining,
     ),
     SendConfig(
         key="mailroom-send-bulk-flush",

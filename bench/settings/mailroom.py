@@ -22,3 +22,7 @@ MAILROOM = {
 # Unset: mailroom's default. A configuration may ask for outcomes written in bulk.
 if os.environ.get("BENCH_FLUSH_EVERY"):
     MAILROOM["FLUSH_EVERY"] = int(os.environ["BENCH_FLUSH_EVERY"])
+# Unset: mailroom's default (pipelining where the server offers it). "0": one command at a
+# time, what mailroom does with a server that does not offer PIPELINING.
+if os.environ.get("BENCH_SMTP_PIPELINING"):
+    MAILROOM["SMTP_PIPELINING"] = os.environ["BENCH_SMTP_PIPELINING"] == "1"

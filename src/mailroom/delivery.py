@@ -23,6 +23,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 from . import compat
 from .batch import RecordingFailed
+from .conf import get_settings
 from .connections import open_backend, uses_smtp_fast_path
 from .models import Message
 from .outcomes import DeliveryResult
@@ -43,11 +44,13 @@ class DeliverySession:
         self.alias = alias
         self.backend: BaseEmailBackend | None = None
         self.fast_path = False
+        self.pipelining = True
 
     def open(self) -> None:
         """Create the backend and connect. Raises whatever the backend raises."""
         self.backend = open_backend(self.alias)
         self.fast_path = uses_smtp_fast_path(self.backend)
+        self.pipelining = get_settings().smtp_pipelining
         self.backend.open()
 
     def still_open(self) -> bool:
@@ -124,6 +127,7 @@ class DeliverySession:
                 before_commit=before_commit,
                 while_waiting=while_waiting,
                 after_dot=after_dot,
+                pipelining=self.pipelining,
             )
         except RecordingFailed:
             self.close()

@@ -9,6 +9,12 @@ behind, while the write still overlaps the MAIL, RCPT and DATA exchange of the n
 Everything else, replies, RSET after a refusal, closing after a 421, the exceptions raised
 and the per-recipient refusals returned, is exactly what ``sendmail`` does, so classification
 sees the same outcomes either way.
+
+Where the server offers PIPELINING (RFC 2920), MAIL FROM, the RCPT TOs and DATA go out as one
+write and their replies are read after it, in order: one round trip where ``sendmail`` waits
+for two plus one per recipient. The message's bytes still wait for the 354, as the RFC asks.
+A refusal among the replies leaves the others to read, so they are all read before anything
+else is said on the connection.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from collections.abc import Callable, Sequence
 from .compat import PLAIN_ADDR_SPEC
 
 CRLF = b"\r\n"
+#: Past this many recipients the commands go one at a time: a pipelined group whose replies
+#: the client does not read while it writes must fit the sockets' buffers (RFC 2920, 3.1).
+PIPELINE_MAX_RECIPIENTS = 100
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
@@ -34,6 +43,7 @@ def sendmail(
     before_commit: Callable[[], None],
     while_waiting: Callable[[], None] | None = None,
     after_dot: Callable[[], None] | None = None,
+    pipelining: bool = True,
 ) -> dict[str, tuple[int, bytes]]:
     """Send ``message``; call ``before_commit`` once the server is ready for its bytes.
 
@@ -45,15 +55,26 @@ def sendmail(
     ``after_dot`` once the message is, before the server's verdict is read: work done there
     (the previous message's bookkeeping) costs no time, since the server is busy meanwhile.
     If either raises, the connection is closed and the exception propagates.
+
+    ``pipelining`` allows RFC 2920 pipelining where the server offers it.
     """
     conn.ehlo_or_helo_if_needed()
     options = [f"size={len(message)}"] if conn.does_esmtp and conn.has_extn("size") else []
+    mail = f"FROM:{quoted(from_addr)}{''.join(' ' + o for o in options)}"
+    if (
+        pipelining
+        and 0 < len(to_addrs) <= PIPELINE_MAX_RECIPIENTS
+        and conn.does_esmtp
+        and conn.has_extn("pipelining")
+    ):
+        return _pipelined(
+            conn, mail, from_addr, to_addrs, message, before_commit, while_waiting, after_dot
+        )
     # conn.mail(), with the wait for its reply put to use.
-    conn.putcmd("mail", f"FROM:{quoted(from_addr)}{''.join(' ' + o for o in options)}")
+    conn.putcmd("mail", mail)
     _run(conn, while_waiting)
     # The message as it will go out after DATA, made while the server reads MAIL FROM.
-    body = _LEADING_DOT.sub(b"..", message)
-    body += b".\r\n" if body[-2:] == CRLF else b"\r\n.\r\n"
+    body = _dot_stuffed(message)
     code, reply = conn.getreply()
     if code != 250:
         _abandon(conn, code)
@@ -75,6 +96,82 @@ def sendmail(
     code, reply = conn.getreply()
     if code != 354:
         raise smtplib.SMTPDataError(code, reply)
+    _commit(conn, body, before_commit, after_dot)
+    return refused
+
+
+def _pipelined(
+    conn: smtplib.SMTP,
+    mail: str,
+    from_addr: str,
+    to_addrs: Sequence[str],
+    message: bytes,
+    before_commit: Callable[[], None],
+    while_waiting: Callable[[], None] | None,
+    after_dot: Callable[[], None] | None,
+) -> dict[str, tuple[int, bytes]]:
+    """The same transaction with MAIL, RCPT and DATA in one write (RFC 2920)."""
+    commands = [_command("mail", mail)]
+    commands += [_command("rcpt", f"TO:{quoted(address)}") for address in to_addrs]
+    commands.append(_command("data", ""))
+    conn.send("".join(commands))
+    _run(conn, while_waiting)
+    body = _dot_stuffed(message)
+    mail_code, mail_reply = conn.getreply()
+    if mail_code == 421:
+        conn.close()
+        raise smtplib.SMTPSenderRefused(mail_code, mail_reply, from_addr)
+    refused: dict[str, tuple[int, bytes]] = {}
+    for address in to_addrs:
+        code, reply = conn.getreply()
+        if code == 421:
+            conn.close()
+            if mail_code != 250:
+                raise smtplib.SMTPSenderRefused(mail_code, mail_reply, from_addr)
+            refused[address] = (code, reply)
+            raise smtplib.SMTPRecipientsRefused(refused)
+        if code not in (250, 251):
+            refused[address] = (code, reply)
+    data_code, data_reply = conn.getreply()
+    if mail_code != 250 or len(refused) == len(to_addrs):
+        # No transaction to send a message in. A server that said 354 all the same is owed
+        # the end of one (an empty message, which it refuses for want of recipients).
+        if data_code == 354:
+            conn.send(b".\r\n")
+            data_code, _ = conn.getreply()
+        if data_code == 421:
+            conn.close()
+        else:
+            _reset(conn)
+        if mail_code != 250:
+            raise smtplib.SMTPSenderRefused(mail_code, mail_reply, from_addr)
+        raise smtplib.SMTPRecipientsRefused(refused)
+    if data_code != 354:
+        raise smtplib.SMTPDataError(data_code, data_reply)
+    _commit(conn, body, before_commit, after_dot)
+    return refused
+
+
+def _command(cmd: str, args: str) -> str:
+    # What conn.putcmd() would send, with its refusal of line breaks in a command.
+    line = f"{cmd} {args}".strip()
+    if "\r" in line or "\n" in line:
+        raise ValueError("command and arguments contain prohibited newline characters")
+    return line + "\r\n"
+
+
+def _dot_stuffed(message: bytes) -> bytes:
+    body = _LEADING_DOT.sub(b"..", message)
+    return body + (b".\r\n" if body[-2:] == CRLF else b"\r\n.\r\n")
+
+
+def _commit(
+    conn: smtplib.SMTP,
+    body: bytes,
+    before_commit: Callable[[], None],
+    after_dot: Callable[[], None] | None,
+) -> None:
+    """After the 354: the hook, then the message and its dot, then the server's verdict."""
     try:
         before_commit()
     except BaseException:
@@ -88,7 +185,6 @@ def sendmail(
     if code != 250:
         _abandon(conn, code)
         raise smtplib.SMTPDataError(code, reply)
-    return refused
 
 
 def quoted(address: str) -> str:

@@ -27,11 +27,21 @@ def queue(n: int = 1, *, to: str = "ok{i}@example.com", **kw) -> list[Message]:
     ]
 
 
-def test_send_delivers_every_due_message_over_one_connection(smtp_server, run_send) -> None:
+@pytest.fixture(autouse=True, params=[False, True], ids=["lockstep", "pipelining"])
+def offers_pipelining(request, smtp_server) -> bool:
+    """Every test here against a server without PIPELINING and one with it (RFC 2920)."""
+    smtp_server.script.pipelining = request.param
+    return bool(request.param)
+
+
+def test_send_delivers_every_due_message_over_one_connection(
+    smtp_server, run_send, offers_pipelining
+) -> None:
     rows = queue(5)
     output = run_send()
     assert smtp_server.count == 5
     assert smtp_server.connections == 1
+    assert smtp_server.pipelined == (5 if offers_pipelining else 0)
     assert set(smtp_server.message_ids()) == {r.message_id for r in rows}
     assert Message.objects.filter(status=Status.SENT).count() == 5
     assert "5 sent" in output

@@ -92,10 +92,19 @@ def slow_writes(monkeypatch) -> None:
     monkeypatch.setattr(Batch, "write_now", sleepy_write)
 
 
+OFFERS_PIPELINING = pytest.mark.parametrize(
+    "offers_pipelining", [False, True], ids=["lockstep", "smtp-pipelining"]
+)
+
+
+@OFFERS_PIPELINING
 def test_every_message_taken_is_recorded_before_the_next_is_handed_over(
-    queue_to_smtp, slow_writes
+    queue_to_smtp, slow_writes, offers_pipelining
 ) -> None:
     server = queue_to_smtp
+    # With RFC 2920 pipelining the server has the next message's MAIL, RCPT and DATA at
+    # once: the write must still be done before its body goes out.
+    server.script.pipelining = offers_pipelining
     queue(100)
     observer = RecordedAtEachDot(server)
     server.script.data = observer
@@ -110,10 +119,13 @@ def test_every_message_taken_is_recorded_before_the_next_is_handed_over(
     assert Message.objects.filter(status=Status.SENT).count() == 100
     assert Attempt.objects.count() == 100
     assert not server.duplicate_message_ids()
+    assert server.pipelined == (100 if offers_pipelining else 0)
 
 
-def test_refusals_between_sends_keep_their_own_outcomes(queue_to_smtp) -> None:
+@OFFERS_PIPELINING
+def test_refusals_between_sends_keep_their_own_outcomes(queue_to_smtp, offers_pipelining) -> None:
     server = queue_to_smtp
+    server.script.pipelining = offers_pipelining
     queue(60, refused_every=7)
     for i in range(7, 61, 7):
         server.script.rcpt[f"refused{i}@example.com"] = "550 5.1.1 No such user"

@@ -95,6 +95,9 @@ class SMTPScript:
         self.rcpt: dict[str, RcptRule] = {}
         self.data: DataRule | None = None  # the reply at end of data
         self.data_delay: float = 0.0  # seconds to wait before answering end of data
+        # Offer PIPELINING (RFC 2920) in the EHLO reply. aiosmtpd reads commands a line at a
+        # time, so it serves a pipelining client whether it offers the extension or not.
+        self.pipelining = False
         with self._lock:
             self._drop_countdown: int | None = None
             self._drop_after_accepting = False
@@ -193,9 +196,21 @@ class _Handler:
         # MISSING hands over to aiosmtpd's own PLAIN/LOGIN handling, then to our authenticator.
         return self.server.script.auth_reply or MISSING
 
+    async def handle_EHLO(
+        self, smtp: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # this hook's duty, in aiosmtpd's 5-argument form
+        if self.server.script.pipelining:
+            responses.insert(-1, "250-PIPELINING")  # the last line is "250 HELP"
+        return responses
+
     async def handle_MAIL(
         self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> Any:
+        # Commands already read past MAIL FROM, before its reply: the client pipelined them.
+        buffered = getattr(getattr(smtp, "_reader", None), "_buffer", b"")
+        if bytes(buffered[:4]).upper() == b"RCPT":
+            self.server._note_pipelined()
         # Enforced here rather than with aiosmtpd's auth_required, which warns on every
         # connection when AUTH is allowed without TLS, as it must be for plaintext tests.
         if self.server.auth is not None and not session.authenticated:
@@ -375,6 +390,12 @@ class ScriptedSMTPServer:
             return self._recipient_count
 
     @property
+    def pipelined(self) -> int:
+        """Mail transactions whose RCPT TO came with MAIL FROM, before its reply (RFC 2920)."""
+        with self._lock:
+            return self._pipelined
+
+    @property
     def connections(self) -> int:
         """Client connections made, including those turned away at the greeting."""
         with self._lock:
@@ -401,6 +422,7 @@ class ScriptedSMTPServer:
                 "unique_message_ids": len(self._message_ids),
                 "duplicates": sum(n - 1 for n in self._message_ids.values()),
                 "connections": self._connections,
+                "pipelined": self._pipelined,
             }
 
     def wait_for(self, count: int, timeout: float = 5.0) -> bool:
@@ -415,6 +437,7 @@ class ScriptedSMTPServer:
             self._count = 0
             self._recipient_count = 0
             self._connections = 0
+            self._pipelined = 0
             self._message_ids: collections.Counter[str] = collections.Counter()
             self._attempts: collections.Counter[tuple[str, str]] = collections.Counter()
 
@@ -429,6 +452,10 @@ class ScriptedSMTPServer:
             if self.keep_data:
                 self._messages.append(message)
             self._lock.notify_all()
+
+    def _note_pipelined(self) -> None:
+        with self._lock:
+            self._pipelined += 1
 
     def _next_attempt(self, command: str, key: str) -> int:
         with self._lock:
@@ -467,6 +494,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 (the default) picks a free port")
     parser.add_argument("--count-only", action="store_true", help="keep counts, not messages")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each DATA reply")
+    parser.add_argument("--pipelining", action="store_true", help="offer PIPELINING (RFC 2920)")
     args = parser.parse_args(argv)
 
     stopping = threading.Event()
@@ -475,6 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     server = ScriptedSMTPServer(
         args.port or None, host=args.host, keep_data=not args.count_only, data_delay=args.delay
     )
+    server.script.pipelining = args.pipelining
     with server:
         print(server.port, flush=True)
         # A short timeout keeps the main thread returning to the interpreter, where signal

@@ -21,6 +21,7 @@ from anymail.backends.sparkpost import EmailBackend as SparkPostBackend
 from anymail.exceptions import AnymailRecipientsRefused, AnymailRequestsAPIError
 from django.core.mail import EmailMessage
 
+from mailroom.smtp_transaction import sendmail
 from tests.support.fake_esp import (
     FakeESPServer,
     postmark_inactive_recipients,
@@ -267,13 +268,22 @@ def test_counting_finds_the_message_id_the_full_parse_finds() -> None:
 
 def test_smtp_server_runs_as_a_process() -> None:
     script = Path(__file__).with_name("smtp_server.py")
-    command = [sys.executable, str(script), "--count-only"]
+    command = [sys.executable, str(script), "--count-only", "--pipelining"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         assert process.stdout is not None
         try:
             port = int(process.stdout.readline())
             with smtplib.SMTP("127.0.0.1", port, timeout=5) as client:
-                client.sendmail(SENDER, ["a@example.com"], raw_message())
+                client.sendmail(SENDER, ["a@example.com"], raw_message("<one@x>"))
+                assert client.has_extn("pipelining")
+                # One transaction pipelined (RFC 2920), as mailroom sends to such a server.
+                sendmail(
+                    client,
+                    SENDER,
+                    ["a@example.com"],
+                    raw_message("<two@x>"),
+                    before_commit=lambda: None,
+                )
             process.send_signal(signal.SIGTERM)
             stats = json.loads(process.stdout.readline())
             assert process.wait(5) == 0
@@ -281,11 +291,12 @@ def test_smtp_server_runs_as_a_process() -> None:
             process.kill()  # a no-op once it has exited
 
     assert stats == {
-        "messages": 1,
-        "recipients": 1,
-        "unique_message_ids": 1,
+        "messages": 2,
+        "recipients": 2,
+        "unique_message_ids": 2,
         "duplicates": 0,
         "connections": 1,
+        "pipelined": 1,
     }
 
 
