@@ -241,4 +241,19 @@ ENQUEUE = (
     ),
 )
 
-SUITES = ("send", "big", "enqueue", "pickup", "queries")
+#: A mail server a network away: the send configurations that show how each client copes with
+#: round trips, against the sink behind bench.latency's proxy holding each chunk this long each
+#: way (a round trip of twice that, as to an ESP's SMTP endpoint in a nearby region).
+REMOTE_KEYS = (
+    RAW,
+    "raw1-pipelined",
+    "django-smtp",
+    "mailroom-send",
+    "mailroom-send-lockstep",
+    "mailer",
+    "post-office-1t",
+)
+REMOTE = tuple(c for c in SEND if c.key in REMOTE_KEYS)
+REMOTE_DELAY_MS = 2.5
+
+SUITES = ("send", "big", "remote", "enqueue", "pickup", "queries")

@@ -20,7 +20,18 @@ from typing import Any
 
 from bench import databases, environment, report, suites
 from bench.child import run_child
-from bench.configs import BIG, BIG_SHAPES, ENQUEUE, RAW, SEND, SUITES, EnqueueConfig, SendConfig
+from bench.configs import (
+    BIG,
+    BIG_SHAPES,
+    ENQUEUE,
+    RAW,
+    REMOTE,
+    REMOTE_DELAY_MS,
+    SEND,
+    SUITES,
+    EnqueueConfig,
+    SendConfig,
+)
 from bench.suites import log
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--messages", type=int, help="per send/enqueue run (default 5000)")
     parser.add_argument("--big-messages", type=int, help="per big-message run (default 200)")
+    parser.add_argument(
+        "--remote-messages", type=int, help="per run against the distant server (default 300)"
+    )
     parser.add_argument("--rounds", type=int, help="rounds of alternation (default 3)")
     parser.add_argument("--db", default="sqlite,postgres", help="sqlite,postgres (default both)")
     parser.add_argument("--depths", help="queue depths for pick-up (default 1000,100000,1000000)")
@@ -60,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.messages = args.messages or (300 if args.quick else 5000)
     args.big_messages = args.big_messages or (20 if args.quick else 200)
+    args.remote_messages = args.remote_messages or (50 if args.quick else 300)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.dbs = [db.strip() for db in args.db.split(",") if db.strip()]
     for db in args.dbs:
@@ -127,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         "options": {
             "messages": args.messages,
             "big_messages": args.big_messages,
+            "remote_messages": args.remote_messages,
             "rounds": args.rounds,
             "dbs": args.dbs,
             "depths": args.depth_list,
@@ -138,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     prepare_databases(args.dbs)
     send_configs = selected_send(args.only_set)
     big_configs = list(BIG) if wanted(args.only_set, "big") else []
+    remote_configs = list(REMOTE) if wanted(args.only_set, "remote") else []
     enqueue_configs = selected_enqueue(args.only_set)
     for db in args.dbs:
         if send_configs:
@@ -151,6 +168,16 @@ def main(argv: list[str] | None = None) -> None:
                 results.setdefault("big", {}).setdefault(db, {})[shape] = suites.send_suite(
                     big_configs, db, args.big_messages, args.rounds, shape
                 )
+        if remote_configs:
+            log(f"a server {REMOTE_DELAY_MS} ms away, {db}, {args.remote_messages} messages")
+            results.setdefault("remote", {})[db] = suites.send_suite(
+                remote_configs,
+                db,
+                args.remote_messages,
+                args.rounds,
+                "plain",
+                delay_ms=REMOTE_DELAY_MS,
+            )
         if enqueue_configs:
             log(f"enqueue, {db}, {args.messages} messages")
             results.setdefault("enqueue", {})[db] = suites.enqueue_suite(

@@ -7,6 +7,7 @@ smtplib over one connection, or to the best peer) and its median over rounds rep
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import sys
 import time
@@ -17,6 +18,7 @@ from bench import databases
 from bench.child import run_child
 from bench.configs import RAW, EnqueueConfig, SendConfig
 from bench.cpu import process_cpu, user_cpu
+from bench.latency import LatencyProxy
 from bench.sink import Sink, check_count
 
 C = TypeVar("C", SendConfig, EnqueueConfig)
@@ -96,8 +98,11 @@ def _median_cpu(runs: list[dict[str, Any]]) -> dict[str, float]:
 # -- send ----------------------------------------------------------------------------------------
 
 
-def measure_send(config: SendConfig, db: str, n: int, shape: str) -> dict[str, Any]:
-    """Fill the queue (if any), then time the sending call against a fresh sink."""
+def measure_send(
+    config: SendConfig, db: str, n: int, shape: str, delay_ms: float = 0.0
+) -> dict[str, Any]:
+    """Fill the queue (if any), then time the sending call against a fresh sink (behind a
+    :class:`~bench.latency.LatencyProxy` holding each chunk ``delay_ms`` each way, if set)."""
     send_params: dict[str, Any] = {"n": n, **config.params}
     if config.prepare is not None:
         prepared = run_child(
@@ -107,10 +112,13 @@ def measure_send(config: SendConfig, db: str, n: int, shape: str) -> dict[str, A
             raise AssertionError(f"{config.name}: queued {prepared['queued']}, expected {n}")
     else:
         send_params["shape"] = shape
-    with Sink() as sink:
+    with Sink() as sink, contextlib.ExitStack() as stack:
+        port = sink.port
+        if delay_ms:
+            port = stack.enter_context(LatencyProxy(sink.port, delay_ms=delay_ms)).port
         before = _cpu_around(sink, db)
         result = run_child(
-            config.send, app=config.app, db=db, port=sink.port, env=config.env, **send_params
+            config.send, app=config.app, db=db, port=port, env=config.env, **send_params
         )
         # The database server's connection processes end just after their client: give the
         # server a moment to reap them, so that their CPU is counted.
@@ -147,9 +155,16 @@ def _cpu_around(sink: Sink, db: str) -> dict[str, float | None]:
     }
 
 
-def send_suite(configs: Sequence[SendConfig], db: str, n: int, rounds: int, shape: str) -> Any:
+def send_suite(
+    configs: Sequence[SendConfig],
+    db: str,
+    n: int,
+    rounds: int,
+    shape: str,
+    delay_ms: float = 0.0,
+) -> Any:
     runnable = [c for c in configs if c.unavailable(db) is None]
-    results = alternate(runnable, rounds, lambda c: measure_send(c, db, n, shape))
+    results = alternate(runnable, rounds, lambda c: measure_send(c, db, n, shape, delay_ms))
     summary = summarise(runnable, results, lambda r: float(r[RAW]["rate"]))
     for config in configs:
         reason = config.unavailable(db)
@@ -159,7 +174,13 @@ def send_suite(configs: Sequence[SendConfig], db: str, n: int, rounds: int, shap
                 "unavailable": reason,
                 "target": config.target,
             }
-    return {"messages": n, "shape": shape, "rounds": results, "summary": summary}
+    return {
+        "messages": n,
+        "shape": shape,
+        "delay_ms": delay_ms,
+        "rounds": results,
+        "summary": summary,
+    }
 
 
 # -- enqueue -------------------------------------------------------------------------------------
