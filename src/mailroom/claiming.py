@@ -117,7 +117,14 @@ def _returning(alias: str) -> _Returning:
         f"UPDATE {table} SET {column['status']} = %s, {column['claimed_by']} = %s, "
         f"{column['claimed_until']} = %s WHERE {pk} IN ("
     )
-    due = f"SELECT {pk} FROM {table} WHERE {column['status']} = %s AND {column['due_at']} <= %s"
+    # 'queued' is in the SQL rather than a parameter: on PostgreSQL the claim index is partial
+    # on status = 'queued' (migration 0006), which a plan may use only where the statement
+    # itself implies it, and a generic plan of a server-side prepared statement (the
+    # server_side_binding and prepare_threshold options) would not know a parameter's value.
+    due = (
+        f"SELECT {pk} FROM {table} WHERE {column['status']} = '{Status.QUEUED.value}' "
+        f"AND {column['due_at']} <= %s"
+    )
     # The ORM's exclude(backend__in=...) of a NOT NULL column, as one array parameter.
     excluding = f" AND NOT ({column['backend']} = ANY(%s))"
     tail = (
@@ -151,7 +158,7 @@ def _claim_returning(
     connection = connections[alias]
     adapt = connection.ops.adapt_datetimefield_value
     params: list[Any] = [Status.SENDING.value, token, adapt(claimed_until)]
-    params += [Status.QUEUED.value, adapt(due_before)]
+    params.append(adapt(due_before))
     if exclude_backends:
         params.append(exclude_backends)
     params.append(limit)

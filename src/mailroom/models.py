@@ -109,7 +109,9 @@ class Message(models.Model):
     class Meta:
         indexes = [
             # The claim query: WHERE status='queued' AND due_at <= now ORDER BY priority,
-            # due_at, id. Not a partial index, because MySQL/MariaDB have none.
+            # due_at, id. Whole here, because MySQL/MariaDB have no partial index; on
+            # PostgreSQL migration 0006 makes it partial on status = 'queued', so that rows
+            # being sent or done write nothing to it (and the claim's SQL says 'queued').
             models.Index(fields=["status", "priority", "due_at", "id"], name="mailroom_claim"),
             # Taking back expired leases.
             models.Index(fields=["status", "claimed_until"], name="mailroom_lease"),
