@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, help="per send/enqueue run (default 5000)")
     parser.add_argument("--big-messages", type=int, help="per big-message run (default 200)")
     parser.add_argument(
-        "--remote-messages", type=int, help="per run against the distant server (default 300)"
+        "--remote-messages", type=int, help="per run against the distant server (default 150)"
     )
     parser.add_argument("--rounds", type=int, help="rounds of alternation (default 3)")
     parser.add_argument("--db", default="sqlite,postgres", help="sqlite,postgres (default both)")
@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.messages = args.messages or (300 if args.quick else 5000)
     args.big_messages = args.big_messages or (20 if args.quick else 200)
-    args.remote_messages = args.remote_messages or (50 if args.quick else 300)
+    args.remote_messages = args.remote_messages or (50 if args.quick else 150)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.dbs = [db.strip() for db in args.db.split(",") if db.strip()]
     for db in args.dbs:
