@@ -167,7 +167,9 @@ SEND = (
 )
 
 #: Big messages: mailroom send beside raw smtplib, for each of these shapes.
-BIG = tuple(c for c in SEND if c.key in {RAW, "mailroom-send"})
+BIG = tuple(
+    c for c in SEND if c.key in {RAW, "raw1-pipelined", "mailroom-send", "mailroom-send-lockstep"}
+)
 BIG_SHAPES = ("attachment", "recipients50")
 
 
