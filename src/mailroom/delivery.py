@@ -133,9 +133,11 @@ class DeliverySession:
             self.close()
             raise
         except Exception as exc:
-            if not _connection_survives(exc):
+            if not _connection_survives(exc) or backend.connection.sock is None:
                 # After a 421 or a disconnect smtplib has closed the socket but Django still
-                # holds the object; reusing it would fail every following message.
+                # holds the object; reusing it would fail every following message. The socket
+                # is checked too: a refusal that leaves the dialogue usable as a rule can meet
+                # a server that hangs up on the RSET, or on the end of a pipelined group.
                 self.close()
             raise
         return DeliveryResult(recipients=recipients, refused=_normalise(refused))

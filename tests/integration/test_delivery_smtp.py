@@ -323,3 +323,25 @@ def test_a_later_permanent_refusal_says_who_already_has_the_message(smtp_server,
     assert row.status == Status.FAILED
     assert "550 5.1.1" in row.reason
     assert row.reason.endswith("(delivered earlier to ok@example.com)")
+
+
+def test_a_server_hanging_up_after_a_refusal_costs_only_a_new_connection(
+    smtp_server, run_send
+) -> None:
+    """A refusal normally leaves the connection usable (smtplib sends RSET); a server that
+    hangs up on that RSET leaves a refusal to record and no connection. The next message goes
+    over a new one, in the same run, and the backend is not paused."""
+    smtp_server.script.rcpt["gone@example.com"] = "550 5.1.1 No such user"
+    smtp_server.script.hang_up_on_rset = True
+    [refused] = queue(1, to="gone@example.com", priority="high")
+    [then] = queue(1)
+
+    run_send()
+
+    refused.refresh_from_db()
+    then.refresh_from_db()
+    assert refused.status == Status.FAILED
+    assert then.status == Status.SENT
+    assert smtp_server.count == 1
+    assert smtp_server.connections == 2
+    assert not BackendState.objects.filter(paused_until__isnull=False).exists()

@@ -98,6 +98,9 @@ class SMTPScript:
         # Offer PIPELINING (RFC 2920) in the EHLO reply. aiosmtpd reads commands a line at a
         # time, so it serves a pipelining client whether it offers the extension or not.
         self.pipelining = False
+        # Close the connection, without a reply, when the client sends RSET (as after a
+        # refusal): the client is left with a refusal to report and no connection.
+        self.hang_up_on_rset = False
         with self._lock:
             self._drop_countdown: int | None = None
             self._drop_after_accepting = False
@@ -216,6 +219,14 @@ class _Handler:
         if self.server.auth is not None and not session.authenticated:
             return "530 5.7.0 Authentication required"
         return _apply(self.server.script.mail_from, address) or MISSING
+
+    async def handle_RSET(self, smtp: SMTP, session: Session, envelope: Envelope) -> Any:
+        if self.server.script.hang_up_on_rset:
+            assert smtp.transport is not None
+            smtp.transport.close()
+            # Never reply: the close makes aiosmtpd's connection_lost() cancel this coroutine.
+            await asyncio.get_running_loop().create_future()
+        return MISSING
 
     async def handle_RCPT(
         self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
