@@ -18,10 +18,10 @@ import contextlib
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from types import TracebackType
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.sink import start_listening
+
 HOST = "127.0.0.1"
 
 
@@ -83,26 +83,9 @@ class LatencyProxy:
         self.port = 0
 
     def __enter__(self) -> LatencyProxy:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.latency",
-                "--target-port",
-                str(self.target_port),
-                "--delay-ms",
-                str(self.delay_ms),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.strip().isdigit():
-            self.proc.kill()
-            raise RuntimeError(f"the latency proxy did not start (it said {line!r})")
-        self.port = int(line)
+        command = [sys.executable, "-m", "bench.latency", "--target-port", str(self.target_port)]
+        command += ["--delay-ms", str(self.delay_ms)]
+        self.proc, self.port = start_listening(command, "the latency proxy")
         return self
 
     def __exit__(

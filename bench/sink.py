@@ -23,6 +23,17 @@ class SinkCountMismatch(AssertionError):
     """The sink did not receive what the run says it sent."""
 
 
+def start_listening(command: list[str], what: str) -> tuple[subprocess.Popen[str], int]:
+    """Start ``command``, a server that prints the port it listens on as its first line."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.strip().isdigit():
+        proc.kill()
+        raise RuntimeError(f"{what} did not start (it said {line!r})")
+    return proc, int(line)
+
+
 class Sink:
     """``with Sink() as sink: ...; stats = sink.stop()``: ``stats["messages"]`` is the count."""
 
@@ -32,23 +43,10 @@ class Sink:
         self.pipelining = pipelining
 
     def __enter__(self) -> Sink:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "tests/support/smtp_server.py"),
-                "--count-only",
-                *(["--pipelining"] if self.pipelining else []),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.strip().isdigit():
-            self.proc.kill()
-            raise RuntimeError(f"the SMTP sink did not start (it said {line!r})")
-        self.port = int(line)
+        command = [sys.executable, str(ROOT / "tests/support/smtp_server.py"), "--count-only"]
+        if self.pipelining:
+            command.append("--pipelining")
+        self.proc, self.port = start_listening(command, "the SMTP sink")
         return self
 
     def stop(self) -> dict[str, int]:
