@@ -66,6 +66,6 @@ clean:
 	rm -rf $(VENV) $(VENV61) .pytest_cache .mypy_cache .ruff_cache
 
 # The benchmarks beside raw smtplib and the peers, in their own .bench-venv (bench/README.md):
-# `make bench` (about 35 minutes), `make bench BENCH_ARGS=--quick` (about 2).
+# `make bench` (about 30 minutes), `make bench BENCH_ARGS=--quick` (about 2).
 bench:
 	bash bench/run.sh $(BENCH_ARGS)

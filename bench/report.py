@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.configs import BIG, BIG_SHAPES, ENQUEUE, REMOTE, SEND
+from bench.configs import BIG_SHAPES, ENQUEUE, REMOTE, SEND, big_configs
 from bench.suites import PICKUP_REPEATS
 
 DB_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
@@ -345,7 +345,7 @@ def markdown(results: dict[str, Any]) -> str:
         for shape in BIG_SHAPES:
             suites = {db: results["big"][db][shape] for db in dbs if db in results["big"]}
             lines += [f"### {SHAPE_NAMES[shape]}", ""]
-            lines += _send_table(suites, dbs, [c.key for c in BIG])
+            lines += _send_table(suites, dbs, [c.key for c in big_configs(shape)])
     if results.get("remote"):
         first = next(iter(results["remote"].values()))
         lines += [

@@ -21,7 +21,6 @@ from typing import Any
 from bench import databases, environment, report, suites
 from bench.child import run_child
 from bench.configs import (
-    BIG,
     BIG_SHAPES,
     ENQUEUE,
     RAW,
@@ -31,6 +30,7 @@ from bench.configs import (
     SUITES,
     EnqueueConfig,
     SendConfig,
+    big_configs,
 )
 from bench.suites import log
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     log(f"mailroom benchmarks: {command}")
     prepare_databases(args.dbs)
     send_configs = selected_send(args.only_set)
-    big_configs = list(BIG) if wanted(args.only_set, "big") else []
+    big = wanted(args.only_set, "big")
     remote_configs = list(REMOTE) if wanted(args.only_set, "remote") else []
     enqueue_configs = selected_enqueue(args.only_set)
     for db in args.dbs:
@@ -162,11 +162,11 @@ def main(argv: list[str] | None = None) -> None:
             results.setdefault("send", {})[db] = suites.send_suite(
                 send_configs, db, args.messages, args.rounds, "plain"
             )
-        if big_configs:
+        if big:
             for shape in BIG_SHAPES:
                 log(f"big messages ({shape}), {db}, {args.big_messages} messages")
                 results.setdefault("big", {}).setdefault(db, {})[shape] = suites.send_suite(
-                    big_configs, db, args.big_messages, args.rounds, shape
+                    big_configs(shape), db, args.big_messages, args.rounds, shape
                 )
         if remote_configs:
             log(f"a server {REMOTE_DELAY_MS} ms away, {db}, {args.remote_messages} messages")
