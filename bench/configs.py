@@ -170,9 +170,6 @@ SEND = (
 #: recipients, one command at a time and pipelined too: there pipelining saves 50 round trips
 #: a message. A 1 MiB message takes many milliseconds to carry, against which one or two round
 #: trips do not show, so that shape runs the two configurations only.
-BIG = tuple(
-    c for c in SEND if c.key in {RAW, "raw1-pipelined", "mailroom-send", "mailroom-send-lockstep"}
-)
 BIG_SHAPES = ("attachment", "recipients50")
 BIG_KEYS = {
     "attachment": (RAW, "mailroom-send"),
@@ -181,7 +178,7 @@ BIG_KEYS = {
 
 
 def big_configs(shape: str) -> tuple[SendConfig, ...]:
-    return tuple(c for c in BIG if c.key in BIG_KEYS[shape])
+    return tuple(c for c in SEND if c.key in BIG_KEYS[shape])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -136,7 +136,8 @@ def _send_table(
     for db in dbs:
         header += [f"{DB_NAMES[db]} msg/s", f"{DB_NAMES[db]} x raw"]
     header += ["peak RSS MB (" + " / ".join(DB_NAMES[d] for d in dbs) + ")", "pipelined"]
-    header += ["target", "met"]
+    if targets:
+        header += ["target", "met"]
     rows = []
     for key in keys:
         rowset = [suites.get(db, {}).get("summary", {}).get(key) for db in dbs]
@@ -161,8 +162,6 @@ def _send_table(
         if targets:
             row += [f"≥ {target}" if target else "", _met(_all(oks))]
         rows.append(row)
-    if not targets:
-        header = header[:-2]
     return _table(header, rows)
 
 
