@@ -142,6 +142,16 @@ SEND = (
         target=1.4,
     ),
     SendConfig(
+        key="mailroom-worker-p2c2",
+        name="mailroom worker --processes 2 --concurrency 2 --burst",
+        app="mailroom",
+        prepare="send.prepare_mailroom",
+        send="send.mailroom_worker",
+        params={"concurrency": 2, "processes": 2},
+        unavailable=_worker_command,
+        target=1.4,
+    ),
+    SendConfig(
         key="mailer",
         name="django-mailer send_mail (send_all)",
         app="mailer",
