@@ -4,7 +4,7 @@ time and the purging process's peak memory (issue #5's figure).
     .venv/bin/python bench/purge_figures.py [--messages 1000000]
 
 The table is filled in seconds with INSERT ... SELECT generate_series, cloning one real
-enqueued row (payload and MIME bytes included, so the purge has real rows to skip reading).
+enqueued row and its content (payload and MIME bytes), so the purge has real rows to delete.
 """
 
 from __future__ import annotations
@@ -50,14 +50,20 @@ mailroom.enqueue(EmailMessage("S", "B" * 1024, "a@example.com", ["r@example.com"
     started = time.perf_counter()
     columns = (
         "status, priority, backend, created_at, due_at, attempts, message_id, subject, "
-        "from_email, recipients, refused_recipients, payload, mime, reason, claimed_by"
+        "from_email, recipients, refused_recipients, reason, claimed_by"
     )
     psql(
         f"INSERT INTO mailroom_message ({columns}, sent_at) "
         f"SELECT 'sent', priority, backend, now() - interval '40 days', due_at, 1, "
-        f"'<' || g || '@bench>', subject, from_email, recipients, refused_recipients, payload, "
-        f"mime, '', '', now() - interval '40 days' "
+        f"'<' || g || '@bench>', subject, from_email, recipients, refused_recipients, "
+        f"'', '', now() - interval '40 days' "
         f"FROM mailroom_message, generate_series(1, {args.messages}) AS g LIMIT {args.messages};"
+        "INSERT INTO mailroom_messagecontent (message_id, payload, mime) "
+        "SELECT m.id, c.payload, c.mime FROM mailroom_message m, mailroom_messagecontent c "
+        "WHERE m.status = 'sent' AND c.message_id = "
+        "(SELECT min(id) FROM mailroom_message WHERE status = 'queued');"
+        "DELETE FROM mailroom_messagecontent WHERE message_id IN "
+        "(SELECT id FROM mailroom_message WHERE status = 'queued');"
         "DELETE FROM mailroom_message WHERE status = 'queued';"
         "INSERT INTO mailroom_attempt (message_id, started_at, duration, backend, worker, "
         "verdict, charged, enhanced_code, error_type, error_text, reason, recipients, "

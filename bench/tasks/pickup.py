@@ -35,6 +35,9 @@ class QueueTable:
     queued: Q
     time_column: str
     enqueue_one: Callable[[], None]
+    #: A table holding one row per message beside it, keyed by the message's id (mailroom's
+    #: MessageContent): its row is cloned for every cloned message.
+    beside: str | None = None
 
 
 def _mailroom_one() -> None:
@@ -66,6 +69,7 @@ TABLES = {
         queued=Q(status="queued"),
         time_column="due_at",
         enqueue_one=_mailroom_one,
+        beside="mailroom.MessageContent",
     ),
     "mailer": QueueTable(
         model="mailer.Message", queued=Q(), time_column="when_added", enqueue_one=_mailer_one
@@ -100,6 +104,19 @@ def _clone_sql(model: type[Model], time_column: str) -> str:
     )
 
 
+def _clone_beside_sql(model: type[Model], beside: type[Model]) -> str:
+    """INSERT ... SELECT of the row of ``beside`` whose key is ``%s`` for every message of
+    ``model`` with an id above ``%s``."""
+    qn = connection.ops.quote_name
+    key, *columns = [f.column for f in beside._meta.concrete_fields]
+    return (
+        f"INSERT INTO {qn(beside._meta.db_table)} ({qn(key)}, {', '.join(map(qn, columns))}) "
+        f"SELECT m.id, {', '.join(f'src.{qn(c)}' for c in columns)} "
+        f"FROM {qn(model._meta.db_table)} m, {qn(beside._meta.db_table)} src "
+        f"WHERE src.{qn(key)} = %s AND m.id > %s"
+    )
+
+
 def _refresh_sql(model: type[Model]) -> str:
     """Statistics for the planner, as autovacuum would gather after such a change. On
     PostgreSQL a VACUUM too (a second for a million rows): left to autovacuum, it would start
@@ -120,9 +137,14 @@ def fill(depth: int) -> dict[str, Any]:
     template = queued.order_by("pk").values_list("pk", flat=True).first()
     missing = depth - queued.count()
     if missing > 0:
+        above = model._default_manager.order_by("-pk").values_list("pk", flat=True).first()
         with connection.cursor() as cursor:
             cursor.execute(_clone_sql(model, spec.time_column), [missing, template])
             cursor.execute(_refresh_sql(model))
+            if spec.beside is not None:
+                beside = apps.get_model(spec.beside)
+                cursor.execute(_clone_beside_sql(model, beside), [template, above])
+                cursor.execute(_refresh_sql(beside))
     seconds = time.perf_counter() - t0
     _settle_writes()
     return {"seconds": seconds, "queued": queued.count(), "depth": depth}

@@ -13,7 +13,8 @@ lease ran out cannot overwrite what another worker did since.
 - SQLite (one host): a single ``UPDATE ... WHERE id IN (SELECT ... LIMIT n)`` statement, which
   SQLite runs atomically (a compare-and-set of the whole batch), then a read of the token.
 
-The rows come back without their ``payload``; :func:`load_payloads` reads it for the rows
+The rows come back with their content's MIME bytes (``row.content``, see
+:mod:`mailroom.contents`) but not its ``payload``; :func:`load_payloads` reads it for the rows
 that have no stored bytes.
 """
 
@@ -32,7 +33,8 @@ from django.db.models.base import ModelState
 from django.db.models.expressions import Col
 from django.db.models.signals import post_init, pre_init
 
-from .models import Message, MessageQuerySet, Status
+from . import contents
+from .models import Message, MessageContent, MessageQuerySet, Status
 
 
 def claim(
@@ -69,7 +71,15 @@ def _claim_skip_locked(
     candidates: MessageQuerySet, token: str, claimed_until: datetime, limit: int
 ) -> list[Message]:
     with transaction.atomic():
-        rows = list(candidates.select_for_update(skip_locked=True).defer("payload")[:limit])
+        # Only the messages are locked where the database can say so (PostgreSQL cannot lock
+        # the outer join's nullable side); MariaDB locks their contents too, which no one
+        # else updates.
+        of = ("self",) if candidates.db and _locks_of(candidates.db) else ()
+        rows = list(
+            candidates.select_for_update(skip_locked=True, of=of)
+            .select_related("content")
+            .defer("content__payload")[:limit]
+        )
         if not rows:
             return []
         # MySQL cannot UPDATE ... WHERE id IN (SELECT ... LIMIT n), hence two statements;
@@ -82,6 +92,10 @@ def _claim_skip_locked(
         row.claimed_by = token
         row.claimed_until = claimed_until
     return rows
+
+
+def _locks_of(alias: str) -> bool:
+    return bool(connections[alias].features.has_select_for_update_of)
 
 
 _Converter = Callable[[Any, Col, BaseDatabaseWrapper], Any]
@@ -98,10 +112,15 @@ class _Returning:
     sql: str
     #: The same statement, also leaving out the backends given as an array parameter.
     sql_excluding: str
-    #: The attnames of the returned columns, in order: every concrete field but ``payload``.
+    #: The attnames of the returned columns of the message, in order: every concrete field.
     names: tuple[str, ...]
-    #: (attname, converters, the column they are given), for the columns that have any.
+    #: (attname, converters, the column they are given), for the message's columns that have
+    #: any.
     converters: tuple[tuple[str, tuple[_Converter, ...], Col], ...]
+    #: The same for the content's MIME bytes, returned after them and after whether the
+    #: message has a content row at all.
+    mime_converters: tuple[_Converter, ...]
+    mime_col: Col
 
 
 @cache
@@ -109,7 +128,7 @@ def _returning(alias: str) -> _Returning:
     connection = connections[alias]
     meta = Message._meta
     quote = connection.ops.quote_name
-    fields = [f for f in meta.concrete_fields if f.name != "payload"]
+    fields = list(meta.concrete_fields)
     table = quote(meta.db_table)
     column = {f.name: quote(f.column) for f in meta.concrete_fields}
     pk = quote(meta.pk.column)
@@ -127,22 +146,37 @@ def _returning(alias: str) -> _Returning:
     )
     # The ORM's exclude(backend__in=...) of a NOT NULL column, as one array parameter.
     excluding = f" AND NOT ({column['backend']} = ANY(%s))"
+    # The content's MIME bytes come in the same round trip, joined to the claimed rows.
+    content = MessageContent._meta
+    mime = content.get_field("mime")
+    link = quote(content.get_field("message").column)
     tail = (
         f" ORDER BY {column['priority']}, {column['due_at']}, {pk} LIMIT %s FOR UPDATE SKIP LOCKED"
-        ") RETURNING " + ", ".join(column[f.name] for f in fields)
+        ") RETURNING "
+        + ", ".join(column[f.name] for f in fields)
+        + f") SELECT claimed.*, c.{link} IS NOT NULL, c.{quote(mime.column)} FROM claimed "
+        f"LEFT JOIN {quote(content.db_table)} c ON c.{link} = claimed.{pk}"
     )
+    update = "WITH claimed AS (" + update
+
+    def converters_of(col: Col) -> tuple[_Converter, ...]:
+        # What SQLCompiler.get_converters finds for the column.
+        return tuple(connection.ops.get_db_converters(col) + col.get_db_converters(connection))
+
     converters = []
     for field in fields:
-        # What SQLCompiler.get_converters finds for the column.
         col = field.get_col(meta.db_table)
-        found = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+        found = converters_of(col)
         if found:
-            converters.append((field.attname, tuple(found), col))
+            converters.append((field.attname, found, col))
+    mime_col = mime.get_col(content.db_table)
     return _Returning(
         sql=update + due + tail,
         sql_excluding=update + due + excluding + tail,
         names=tuple(f.attname for f in fields),
         converters=tuple(converters),
+        mime_converters=converters_of(mime_col),
+        mime_col=mime_col,
     )
 
 
@@ -182,7 +216,7 @@ def _rows(
     connection = connections[alias]
     make = _instance if _plain() else _from_db
     rows = []
-    for returned in data:
+    for *returned, stored, mime in data:
         values = dict(zip(statement.names, returned, strict=True))
         for name, convs, col in statement.converters:
             value = values[name]
@@ -190,7 +224,14 @@ def _rows(
                 value = convert(value, col, connection)
             values[name] = value
         values.update(lease)
-        rows.append(make(alias, statement, values))
+        row = make(alias, statement, values)
+        for convert in statement.mime_converters:
+            mime = convert(mime, statement.mime_col, connection)
+        # No content row (mailroom always writes one; a row inserted by hand may lack it):
+        # left uncached, so that using it says so (contents.of).
+        if stored:
+            contents.attach_stored(row, {"mime": mime})
+        rows.append(row)
     return rows
 
 
@@ -202,9 +243,8 @@ def _plain() -> bool:
 def _instance(alias: str, statement: _Returning, values: dict[str, Any]) -> Message:
     """What ``from_db`` makes, without ``Model.__init__``'s walk over every field (8 of the 32
     µs of CPU a claimed row cost with it): each value set in ``__dict__`` as __init__ sets it
-    (Message has no descriptor that does more), ``payload`` left out of it, which is how Django
-    marks a field deferred (``load_payloads``, or a later access, reads it). Checked attribute
-    by attribute against the ORM's rows in tests/integration/test_claim.py."""
+    (Message has no descriptor that does more). Checked attribute by attribute against the
+    ORM's rows in tests/integration/test_claim.py."""
     row = Message.__new__(Message)
     state = ModelState()
     state.adding = False
@@ -232,7 +272,8 @@ def _claim_compare_and_set(
         return []
     return list(
         Message.objects.filter(claimed_by=token, status=Status.SENDING)
-        .defer("payload")
+        .select_related("content")
+        .defer("content__payload")
         .order_by("priority", "due_at", "id")
     )
 
@@ -240,14 +281,20 @@ def _claim_compare_and_set(
 def load_payloads(rows: Sequence[Message]) -> None:
     """Fill in the stored message of the rows that will need it, in one query.
 
-    Claims leave ``payload`` unread: a row rendered at enqueue goes out as its stored bytes,
-    and its payload (the whole message again, attachments included, as JSON) would only cost
-    time and memory. Rows without those bytes (other backends) are rebuilt from it.
+    Claims leave the content's ``payload`` unread: a row rendered at enqueue goes out as its
+    stored bytes, and its payload (the whole message again, attachments included, as JSON)
+    would only cost time and memory. Rows without those bytes (other backends) are rebuilt
+    from it. A row without content is left so: delivering it says so.
     """
-    wanted = {row.pk: row for row in rows if row.mime is None}
+    wanted: dict[int, MessageContent] = {}
+    for row in rows:
+        content = row._state.fields_cache.get("content")
+        if content is not None and content.mime is None:
+            wanted[row.pk] = content
     if not wanted:
         return
-    for pk, payload in Message.objects.filter(pk__in=list(wanted)).values_list("pk", "payload"):
+    stored = MessageContent.objects.filter(pk__in=list(wanted)).values_list("pk", "payload")
+    for pk, payload in stored:
         wanted[pk].payload = payload
 
 

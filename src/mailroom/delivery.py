@@ -21,7 +21,7 @@ from typing import Any
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
-from . import compat
+from . import compat, contents
 from .batch import RecordingFailed
 from .conf import get_settings
 from .connections import open_backend, uses_smtp_fast_path
@@ -115,7 +115,8 @@ class DeliverySession:
         after_dot: Callable[[], None],
     ) -> DeliveryResult:
         backend: Any = self.backend
-        mime = bytes(row.mime) if row.mime is not None else compat.render_mime(rebuild(row))
+        stored = contents.of(row).mime
+        mime = bytes(stored) if stored is not None else compat.render_mime(rebuild(row))
         if backend.connection is None:
             backend.open()
         try:
@@ -187,7 +188,7 @@ def _connection_survives(exc: Exception) -> bool:
 
 def rebuild(row: Message) -> EmailMessage:
     """The EmailMessage stored in ``row``; UndecodableMessage if it cannot be rebuilt."""
-    return from_payload(row.payload)
+    return from_payload(contents.of(row).payload)
 
 
 def _restrict(message: EmailMessage, keep: set[str]) -> None:

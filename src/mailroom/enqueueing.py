@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.utils.encoding import force_str
 from django.utils.functional import Promise
 
-from . import compat, inserting, signals, suppression
+from . import compat, contents, inserting, signals, suppression
 from .conf import MailroomSettings, get_settings
 from .connections import is_smtp_alias
 from .exceptions import BackendNotConfigured, InvalidMessage, SerializationError
@@ -130,8 +130,8 @@ def _smtp_bound(settings: MailroomSettings, alias: str) -> bool:
 
 @dataclass(slots=True)
 class _Checked:
-    """A message that passed the cheap checks, and its row (without payload or MIME unless
-    ``rendered``)."""
+    """A message that passed the cheap checks, and its row (without its content, payload and
+    MIME, unless ``rendered``)."""
 
     index: int
     pinned: EmailMessage
@@ -192,7 +192,7 @@ class _Finisher:
         except InvalidMessage as exc:
             _refuse(exc, item.index, self.skip_invalid)
             return False
-        item.row.payload, item.row.mime = rendered["payload"], rendered["mime"]
+        contents.attach(item.row, rendered["payload"], rendered["mime"])
         return True
 
 
@@ -205,14 +205,15 @@ def _check(
     pinned = _pin_identity(message, date)
     envelope_from, recipients = _envelope(pinned)
     _check_headers(pinned)
-    rendered = {} if prerender is None else _rendered(pinned, prerender)
+    rendered = None if prerender is None else _rendered(pinned, prerender)
     row = maker.make(
         message_id=pinned.extra_headers["Message-ID"],
         subject=force_str(pinned.subject)[:_SUBJECT_LIMIT],
         from_email=envelope_from,
         recipients=recipients,
-        **rendered,
     )
+    if rendered is not None:
+        contents.attach(row, rendered["payload"], rendered["mime"])
     return pinned, row
 
 

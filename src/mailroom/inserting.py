@@ -19,26 +19,31 @@ statement as long as all of them. For a bulk enqueue that is most of the time.
   the server instead of quoted into the statement by the client.
 - MySQL/MariaDB, and a single row with psycopg2: ``bulk_create``.
 
-Rows may come :class:`Unfinished`: their costly fields (the payload, the MIME bytes) are made
-just before each is written. A big COPY makes them while it streams, so that the client builds
-the next rows while the server stores the last ones (two CPUs, half the time each); every
-other path makes them all first.
+Each message's content (:class:`~mailroom.models.MessageContent`, attached to its row by
+:func:`mailroom.contents.attach`) is written with it, in the same transaction (one statement
+for a single message on PostgreSQL): a message is never stored without what it says.
+
+Rows may come :class:`Unfinished`: their content (the payload, the MIME bytes), the costly
+part, is made just before each is written. A big COPY makes it while it streams, so that the
+client builds the next rows while the server stores the last ones (two CPUs, half the time
+each); every other path makes them all first.
 """
 
 from __future__ import annotations
 
-import contextlib
+import base64
 import functools
 import json
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, overload
 
 from django.db import connection, models, transaction
 
+from . import contents
 from .columns import insert_statement, json_row, stored_fields
-from .models import Message
+from .models import Message, MessageContent
 
 
 class Unfinished(Sequence[Message]):
@@ -78,26 +83,76 @@ _STREAM_FROM = 100
 def insert(rows: Sequence[Message]) -> list[Message]:
     """Save ``rows`` (new messages) and return them with their ids, as bulk_create does.
 
-    ``rows`` may be :class:`Unfinished`; the rows finish left out are not returned.
+    Every row must have its content attached (:func:`mailroom.contents.attach`), or, if
+    ``rows`` is :class:`Unfinished`, get it from its finish; the rows finish left out are not
+    returned.
     """
     if isinstance(rows, Unfinished) and not _streams(rows):
         rows = rows.finished()
     if not rows:
         return []
-    if connection.vendor == "sqlite" and connection.features.can_return_rows_from_bulk_insert:
-        return _insert_sqlite(rows)
     # One row on PostgreSQL too: a plain INSERT is planned in a fraction of the time the
     # JSON document's INSERT ... SELECT takes (measured: 320-520 against 600-680 us of the
-    # server's CPU per call), and COPY would take a second round trip for the id.
+    # server's CPU per call), and COPY would take a second round trip for the id. The
+    # message and its content are one statement, atomic on its own.
     if connection.vendor == "postgresql" and len(rows) == 1 and _is_psycopg3():
         return _insert_bound(rows[0])
-    if connection.vendor != "postgresql" or len(rows) == 1:
-        return Message.objects.bulk_create(rows)
-    # From two rows on COPY is faster than the JSON document (measured: 10 rows 1.2 ms
-    # against 1.9, 200 rows 13 ms against 30).
-    if _copyable(rows):
-        return _insert_copy(rows)
-    return _insert_json(rows)
+    # Otherwise the messages and their contents are written by two statements (or more),
+    # which stand or fall together: in a transaction of their own in autocommit, else in the
+    # caller's, as bulk_create does (a failed write leaves it to be rolled back). Only while a
+    # COPY streams can a finish refuse the call half-way (an invalid message): there a
+    # savepoint leaves the caller's transaction usable, since PostgreSQL aborts a
+    # transaction whose statement failed.
+    streaming = isinstance(rows, Unfinished)
+    with transaction.atomic(savepoint=streaming):
+        if connection.vendor == "sqlite" and connection.features.can_return_rows_from_bulk_insert:
+            created = _insert_sqlite(Message, rows, returning=True)
+            _insert_sqlite(MessageContent, _contents(created), returning=False)
+            return created
+        if connection.vendor != "postgresql" or len(rows) == 1:
+            return _bulk_create(rows)
+        # From two rows on COPY is faster than the JSON document (measured: 10 rows 1.2 ms
+        # against 1.9, 200 rows 13 ms against 30).
+        if _copyable(rows):
+            return _insert_copy(rows)
+        return _insert_json(rows)
+
+
+def _contents(rows: Sequence[Message]) -> list[MessageContent]:
+    """The content attached to each of the saved ``rows``, made to belong to it."""
+    found: list[MessageContent] = []
+    for row in rows:
+        content = contents.pending(row)
+        if content is None:
+            raise ValueError(
+                "a new message needs its content: mailroom.contents.attach(row, payload, mime)"
+            )
+        content.message_id = row.pk
+        found.append(content)
+    return found
+
+
+def _saved_contents(rows: Sequence[Message]) -> None:
+    for row in rows:
+        content = contents.pending(row)
+        assert content is not None
+        content.message_id = row.pk
+        content._state.adding = False
+        content._state.db = connection.alias
+
+
+def _bulk_create(rows: Sequence[Message]) -> list[Message]:
+    """Django's ``bulk_create``, for the messages then for their contents."""
+    if connection.features.can_return_rows_from_bulk_insert:
+        created = Message.objects.bulk_create(rows)
+    else:
+        # MySQL tells no ids from a bulk insert, and a content needs its message's.
+        for row in rows:
+            row.save(force_insert=True)
+        created = list(rows)
+    MessageContent.objects.bulk_create(_contents(created))
+    _saved_contents(created)
+    return created
 
 
 def _streams(rows: Unfinished) -> bool:
@@ -106,15 +161,44 @@ def _streams(rows: Unfinished) -> bool:
 
 
 def _insert_json(rows: Sequence[Message]) -> list[Message]:
+    """The messages, then their contents, as JSON documents (in the caller's atomic block)."""
     documents = _documents([json.dumps(json_row(m), separators=(",", ":")) for m in rows])
     ids: list[int] = []
-    # One statement is atomic on its own; several must stand or fall together.
-    several = len(documents) > 1
-    with transaction.atomic() if several else contextlib.nullcontext(), connection.cursor() as c:
+    with connection.cursor() as c:
         for document in documents:
             c.execute(_statement(), [document])
             ids.extend(pk for (pk,) in c.fetchall())
-    return _saved(rows, ids)
+        created = _saved(rows, ids)
+        own = [_content_json(content) for content in _contents(created)]
+        for document in _documents(own):
+            c.execute(_content_statement(), [document])
+    _saved_contents(created)
+    return created
+
+
+def _content_json(content: MessageContent) -> str:
+    mime = content.mime
+    return json.dumps(
+        {
+            "message_id": content.message_id,
+            "payload": content.payload,
+            "mime": None if mime is None else base64.b64encode(mime).decode("ascii"),
+        },
+        separators=(",", ":"),
+    )
+
+
+@functools.cache
+def _content_statement() -> str:
+    quote = connection.ops.quote_name
+    meta = MessageContent._meta
+    # The message's id, payload, mime: in the model's order.
+    link, payload, mime = (quote(f.column) for f in _all_fields(MessageContent))
+    return (
+        f"INSERT INTO {quote(meta.db_table)} ({link}, {payload}, {mime}) "
+        f"SELECT r.message_id, r.payload, decode(r.mime, 'base64') "
+        f"FROM jsonb_to_recordset(%s::jsonb) AS r(message_id bigint, payload jsonb, mime text)"
+    )
 
 
 #: The most JSON text in one statement. PostgreSQL cannot take a value of 1 GB or more, and
@@ -159,8 +243,13 @@ def _insert_bound(row: Message) -> list[Message]:
     """
     import psycopg  # only where psycopg 3 is the driver (_is_psycopg3)
 
+    content = contents.pending(row)
+    if content is None:
+        _contents([row])  # raises: the row has no content
+    assert content is not None
     values = row.__dict__
     params = [prepare(values[name]) for name, prepare in _bound_preparers()]
+    params += [prepare(getattr(content, name)) for name, prepare in _bound_content_preparers()]
     sql = _bound_insert()
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
@@ -169,12 +258,25 @@ def _insert_bound(row: Message) -> list[Message]:
     assert fetched is not None
     if connection.queries_logged:
         connection.queries_log.append({"sql": sql, "time": "0"})
-    return _saved([row], [fetched[0]])
+    created = _saved([row], [fetched[0]])
+    _saved_contents(created)
+    return created
 
 
 @functools.cache
 def _bound_insert() -> str:
-    return insert_statement(Message, connection, returning=True)
+    """The message's INSERT and its content's, one statement: the content's VALUES take the
+    new id from the first (a data-modifying WITH runs once, whoever reads it)."""
+    quote = connection.ops.quote_name
+    meta = MessageContent._meta
+    link = quote(meta.get_field("message").column)
+    columns = ", ".join(quote(f.column) for f in _content_fields())
+    marks = ", ".join(["%s"] * len(_content_fields()))
+    return (
+        f"WITH m AS ({insert_statement(Message, connection, returning=True)}) "
+        f"INSERT INTO {quote(meta.db_table)} ({link}, {columns}) "
+        f"VALUES ((SELECT * FROM m), {marks}) RETURNING {link}"
+    )
 
 
 @functools.cache
@@ -182,12 +284,24 @@ def _bound_preparers() -> list[tuple[str, Callable[[Any], Any]]]:
     return [(f.attname, _preparer(f)) for f in stored_fields(Message)]
 
 
+def _content_fields() -> list[models.Field[Any, Any]]:
+    """The content's columns but the message's id: what enqueue makes (payload, mime)."""
+    return stored_fields(MessageContent)
+
+
+@functools.cache
+def _bound_content_preparers() -> list[tuple[str, Callable[[Any], Any]]]:
+    return [(f.attname, _preparer(f)) for f in _content_fields()]
+
+
 #: SQLite's limit on parameters in one statement since 3.32 (Django assumes the older 999).
 _SQLITE_MAX_PARAMS = 32766
 
 
-def _insert_sqlite(rows: Sequence[Message]) -> list[Message]:
-    fields = stored_fields(Message)
+def _insert_sqlite(model: type[models.Model], rows: Sequence[Any], *, returning: bool) -> list[Any]:
+    """A multi-row INSERT of ``rows`` of ``model``: the messages (``returning`` their ids,
+    which they are given) or their contents (whose id, their message's, is theirs already)."""
+    fields = stored_fields(model) if returning else list(model._meta.concrete_fields)
     first = rows[0]
     # A value every row shares is prepared once: a call's messages have the same status,
     # priority, dates and counters, and differ in a handful of fields.
@@ -203,12 +317,8 @@ def _insert_sqlite(rows: Sequence[Message]) -> list[Message]:
     row_marks = "(" + ", ".join(["%s"] * len(fields)) + ")"
     per_statement = max(1, _SQLITE_MAX_PARAMS // len(fields))
     ids: list[int] = []
-    # One statement is atomic on its own; several must stand or fall together.
-    several = len(rows) > per_statement
-    with (
-        transaction.atomic() if several else contextlib.nullcontext(),
-        connection.cursor() as cursor,
-    ):
+    # Several statements stand or fall together: insert() calls this in an atomic block.
+    with connection.cursor() as cursor:
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
             params: list[Any] = []
@@ -219,15 +329,24 @@ def _insert_sqlite(rows: Sequence[Message]) -> list[Message]:
                     shared[f.attname] if f.attname in shared else prepared[f.attname]
                     for f in fields
                 )
-            cursor.execute(
-                f"INSERT INTO {quote(Message._meta.db_table)} ({columns}) "
-                f"VALUES {', '.join([row_marks] * len(chunk))} "
-                f"RETURNING {quote(Message._meta.pk.column)}",  # type: ignore[union-attr]
-                params,
+            sql = (
+                f"INSERT INTO {quote(model._meta.db_table)} ({columns}) "
+                f"VALUES {', '.join([row_marks] * len(chunk))}"
             )
+            if not returning:
+                cursor.execute(sql, params)
+                continue
+            pk = model._meta.pk
+            assert pk is not None
+            cursor.execute(f"{sql} RETURNING {quote(pk.column)}", params)
             # Ids grow in insertion order (AUTOINCREMENT); sorting them does not rely on the
             # order RETURNING happens to emit them in.
             ids.extend(sorted(pk for (pk,) in cursor.fetchall()))
+    if not returning:
+        for content in rows:
+            content._state.adding = False
+            content._state.db = connection.alias
+        return list(rows)
     return _saved(rows, ids)
 
 
@@ -264,7 +383,7 @@ def _preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
 
 def _copyable(rows: Sequence[Message]) -> bool:
     """Whether ``rows`` can go through COPY and be stored exactly as the JSON path stores them."""
-    if not _is_psycopg3() or _copy_types() is None:
+    if not _is_psycopg3() or not _copy_typed():
         return False
     return _all_aware(rows)
 
@@ -293,20 +412,45 @@ def _is_psycopg3() -> bool:
 
 
 def _insert_copy(rows: Sequence[Message]) -> list[Message]:
-    table = connection.ops.quote_name(Message._meta.db_table)
+    """Two binary COPYs: the contents, made as they stream, then their messages.
+
+    The ids are taken first, so the contents can name their messages before these are in:
+    the foreign key is checked at commit (Django makes every PostgreSQL foreign key
+    DEFERRABLE INITIALLY DEFERRED). Contents first, because a finish may leave a row out.
+    """
     with connection.cursor() as cursor:
         ids = _take_ids(cursor, len(rows))
-        with _undoable(rows):
-            written = _copy(cursor, table, rows, ids)
-        if connection.queries_logged:
-            # Made on psycopg's own cursor, so Django's wrappers do not see it: logged here,
-            # so that query counts (tests, the debug toolbar, assertNumQueries) include it.
-            connection.queries_log.append(
-                {"sql": f"COPY {table} FROM STDIN ({len(written)} rows)", "time": "0"}
-            )
-    # The ids were taken in order, one per row: those written take the first ones, still in
-    # input order (a row left out leaves a gap at the end, as a rolled-back insert would).
-    return _saved(written, ids[: len(written)])
+        finish = rows.finish if isinstance(rows, Unfinished) else None
+        written: list[Message] = []
+
+        def stored() -> Iterator[tuple[Any, ...]]:
+            for position, row in enumerate(rows):
+                if finish is not None and not finish(position):
+                    continue
+                content = contents.pending(row)
+                if content is None:
+                    _contents([row])  # raises: the row has no content
+                assert content is not None
+                yield (ids[len(written)], content.payload, content.mime)
+                written.append(row)
+
+        _copy(cursor, MessageContent, list(_all_fields(MessageContent)), stored())
+        # The ids were taken in order, one per row: those written take the first ones, still
+        # in input order (a row left out leaves a gap at the end, as a rolled-back insert
+        # would).
+        mine = ids[: len(written)]
+        values = operator.attrgetter(*(f.attname for f in stored_fields(Message)))
+        pk = Message._meta.pk
+        assert pk is not None
+        _copy(
+            cursor,
+            Message,
+            [pk, *stored_fields(Message)],
+            ((pk_value, *values(row)) for pk_value, row in zip(mine, written, strict=True)),
+        )
+    created = _saved(written, mine)
+    _saved_contents(created)
+    return created
 
 
 def _take_ids(cursor: Any, count: int) -> list[int]:
@@ -322,53 +466,63 @@ def _take_ids(cursor: Any, count: int) -> list[int]:
     return sorted(pk_value for (pk_value,) in cursor.fetchall())
 
 
-def _undoable(rows: Sequence[Message]) -> contextlib.AbstractContextManager[Any]:
-    """Where finishing a row can raise in the middle of the COPY, inside the caller's
-    transaction: a savepoint. PostgreSQL aborts a transaction whose statement failed, and the
-    caller must be able to go on with theirs. In autocommit the COPY fails alone."""
-    if isinstance(rows, Unfinished) and connection.in_atomic_block:
-        return transaction.atomic()
-    return contextlib.nullcontext()
-
-
-def _copy(cursor: Any, table: str, rows: Sequence[Message], ids: list[int]) -> list[Message]:
-    """COPY ``rows`` with ``ids``; returns the rows written (all, unless some were unfinished
-    and their finish left them out)."""
+def _copy(
+    cursor: Any,
+    model: type[models.Model],
+    fields: list[models.Field[Any, Any]],
+    rows: Iterable[tuple[Any, ...]],
+) -> None:
+    """COPY ``rows`` (values of ``fields``, in order) into ``model``'s table."""
     quote = connection.ops.quote_name
-    pk = Message._meta.pk
-    assert pk is not None
-    fields = stored_fields(Message)
-    values = operator.attrgetter(*(f.attname for f in fields))
-    columns = ", ".join(quote(c) for c in [pk.column, *(f.column for f in fields)])
-    finish = rows.finish if isinstance(rows, Unfinished) else None
-    written: list[Message] = []
-    # One COPY statement, however many rows: atomic on its own, and it has no size limit
-    # (only each value has). psycopg sends every 32 KB it has formatted, so the server
-    # stores rows while the next ones are finished and formatted.
+    table = quote(model._meta.db_table)
+    columns = ", ".join(quote(f.column) for f in fields)
+    count = 0
+    # One COPY statement, however many rows, with no size limit (only each value has).
+    # psycopg sends every 32 KB it has formatted, so the server stores rows while the next
+    # ones are finished and formatted.
     with (
         connection.wrap_database_errors,
         cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
     ):
-        copy.set_types(_copy_types())
-        for position, row in enumerate(rows):
-            if finish is not None and not finish(position):
-                continue
-            copy.write_row((ids[len(written)], *values(row)))
-            written.append(row)
-    return written
+        copy.set_types(_copy_types(model, tuple(fields)))
+        for row in rows:
+            copy.write_row(row)
+            count += 1
+    if connection.queries_logged:
+        # Made on psycopg's own cursor, so Django's wrappers do not see it: logged here, so
+        # that query counts (tests, the debug toolbar, assertNumQueries) include it.
+        connection.queries_log.append(
+            {"sql": f"COPY {table} FROM STDIN ({count} rows)", "time": "0"}
+        )
+
+
+def _copy_typed() -> bool:
+    """Whether psycopg knows every type of both tables' columns."""
+    pk = Message._meta.pk
+    assert pk is not None
+    messages = _copy_types(Message, (pk, *stored_fields(Message)))
+    return (
+        messages is not None
+        and _copy_types(MessageContent, _all_fields(MessageContent)) is not None
+    )
+
+
+def _all_fields(model: type[models.Model]) -> tuple[models.Field[Any, Any], ...]:
+    return tuple(model._meta.concrete_fields)
 
 
 @functools.cache
-def _copy_types() -> list[str] | None:
-    """The PostgreSQL types of the pk and the stored columns, as psycopg names them, or None
-    if one has no name psycopg knows (binary COPY must be told every column's type)."""
+def _copy_types(
+    model: type[models.Model], fields: tuple[models.Field[Any, Any], ...]
+) -> list[str] | None:
+    """The PostgreSQL types of ``fields``, as psycopg names them, or None if one has no name
+    psycopg knows (binary COPY must be told every column's type)."""
     from psycopg.postgres import types
 
-    pk = Message._meta.pk
-    assert pk is not None
     names: list[str] = []
-    for field in [pk, *stored_fields(Message)]:
-        # "varchar(16)" -> "varchar": the binary form does not depend on the modifier.
+    for field in fields:
+        # "varchar(16)" -> "varchar": the binary form does not depend on the modifier. (A
+        # foreign key's type is its target's: "bigint".)
         name = str(field.db_type(connection)).split("(", 1)[0].strip()
         if types.get(name) is None:
             return None

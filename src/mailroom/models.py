@@ -92,10 +92,7 @@ class Message(models.Model):
     #: Recipients refused for good so far: address -> the server's words. They are not retried.
     refused_recipients = models.JSONField(default=dict, blank=True)
 
-    #: The versioned JSON form of the EmailMessage (see mailroom.serialization). No pickle.
-    payload = models.JSONField()
-    #: The message rendered to MIME bytes at enqueue, for the SMTP fast path (optional).
-    mime = models.BinaryField(null=True, blank=True, editable=False)
+    # What the message says (its payload and MIME bytes) is in MessageContent, written once.
 
     #: Why the message failed (or why its last attempt did not succeed), for people.
     reason = models.TextField(blank=True)
@@ -127,6 +124,27 @@ class Message(models.Model):
         if self.pending_recipients is None:
             return list(self.recipients)
         return list(self.pending_recipients)
+
+
+class MessageContent(models.Model):
+    """What a message says, stored once at enqueue and never updated.
+
+    It lives apart from :class:`Message` because a message's row is updated at every status
+    change (claimed, sent, retried) and a database writes an updated row whole: SQLite rewrites
+    the record with every overflow page of a 1 MiB attachment, PostgreSQL logs the row image of
+    a payload kept inline. Here those updates touch a row of a few hundred bytes.
+    """
+
+    message = models.OneToOneField(
+        Message, on_delete=models.CASCADE, primary_key=True, related_name="content"
+    )
+    #: The versioned JSON form of the EmailMessage (see mailroom.serialization). No pickle.
+    payload = models.JSONField()
+    #: The message rendered to MIME bytes at enqueue, for the SMTP fast path (optional).
+    mime = models.BinaryField(null=True, blank=True, editable=False)
+
+    def __str__(self) -> str:
+        return f"content of #{self.pk}"
 
 
 class Attempt(models.Model):

@@ -140,6 +140,7 @@ def _delete_batch(condition: Q, batch_size: int) -> PurgeCount:
         # delete takes the database's write lock, and nothing can change the batch after that.
         batch = Message.objects.filter(condition, pk__in=ids)
         attempts, _ = Attempt.objects.filter(message__in=batch.values("pk")).delete()
-        # only("pk"): the cascade to attempts finds nothing left, and no payload is read.
+        # only("pk"): the cascade to attempts finds nothing left, the contents go in one
+        # DELETE by message id (nothing listens to their deletion), and none is read.
         _, per_model = batch.only("pk").delete()
     return PurgeCount(messages=per_model.get(Message._meta.label, 0), attempts=attempts)

@@ -19,7 +19,7 @@ from mailroom import operations
 from mailroom.admin import pagination
 from mailroom.admin.history import ATTEMPTS_SHOWN
 from mailroom.admin.responses import ATTACHMENT_POLICY, PREVIEW_POLICY
-from mailroom.models import Attempt, BackendState, Message, Priority, Status
+from mailroom.models import Attempt, BackendState, Message, MessageContent, Priority, Status
 from tests.support.admin_rows import queue_message, record_attempt
 
 pytestmark = pytest.mark.django_db
@@ -539,9 +539,9 @@ def test_an_attachment_is_downloaded_never_rendered(admin_client) -> None:
 def test_an_attachment_name_cannot_escape_into_a_path_or_a_header(admin_client) -> None:
     row = queue_message(attachments=[("a.txt", b"x", "text/plain")])
     # Written straight into the row, as a tampered or foreign row could hold them.
-    payload = row.payload
+    payload = row.content.payload
     payload["attachments"][0].update(filename="../../etc/passwd\r\nX: y", mimetype="bad\r\nX: y")
-    Message.objects.filter(pk=row.pk).update(payload=payload)
+    MessageContent.objects.filter(pk=row.pk).update(payload=payload)
     response = admin_client.get(attachment(row.pk, 0))
     assert response["Content-Disposition"] == 'attachment; filename="_.._etc_passwd__X: y"'
     assert response["Content-Type"] == "application/octet-stream"
@@ -556,7 +556,7 @@ def test_an_attachment_that_does_not_exist_is_not_found(admin_client) -> None:
 
 def test_a_message_that_cannot_be_rebuilt_still_has_a_page(admin_client) -> None:
     row = queue_message()
-    Message.objects.filter(pk=row.pk).update(payload={"v": 99})
+    MessageContent.objects.filter(pk=row.pk).update(payload={"v": 99})
     response = admin_client.get(page(row.pk))
     assert response.status_code == 200
     assert "The stored message cannot be read" in response.text

@@ -73,10 +73,10 @@ def test_the_search_query_is_served_by_the_trigram_indexes(admin_user) -> None:
         cursor.execute(
             "INSERT INTO mailroom_message (status, priority, backend, created_at, due_at, "
             "attempts, message_id, subject, from_email, recipients, refused_recipients, "
-            "payload, reason, claimed_by) "
+            "reason, claimed_by) "
             "SELECT CASE WHEN n %% 2 = 0 THEN 'sent' ELSE 'queued' END, priority, backend, "
             "created_at, due_at, attempts, '<' || n || '@bench>', 'Subject ' || n, from_email, "
-            "jsonb_build_array('user' || n || '@example.com'), refused_recipients, '{}', "
+            "jsonb_build_array('user' || n || '@example.com'), refused_recipients, "
             "reason, claimed_by FROM mailroom_message, generate_series(1, 40000) AS n "
             "WHERE id = %s",
             [row.pk],

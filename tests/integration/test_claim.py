@@ -17,9 +17,10 @@ from django.db import connection, transaction
 from django.db.models.signals import post_init
 from django.utils import timezone
 
-from mailroom import claiming
+from mailroom import claiming, contents, inserting
 from mailroom.claiming import claim, load_payloads
-from mailroom.models import Message, Priority, Status
+from mailroom.exceptions import UndecodableMessage
+from mailroom.models import Message, MessageContent, Priority, Status
 
 pytestmark = pytest.mark.django_db
 
@@ -48,16 +49,17 @@ def message(i: int, **values: Any) -> Message:
         "refused_recipients": {"x@example.com": {"code": 550, "nested": [1, 2.5, None]}}
         if i % 3 == 2
         else {},
-        "payload": {"v": 1, "subject": f"S{i}", "body": "B" * i, "list": [True, None]},
-        "mime": b"\x00MIME\xff" * (i % 2) or None,
         "reason": "" if i % 2 else f"retry {i}",
     }
     fields.update(values)
-    return Message(**fields)
+    row = Message(**fields)
+    payload = {"v": 1, "subject": f"S{i}", "body": "B" * i, "list": [True, None]}
+    contents.attach(row, payload, b"\x00MIME\xff" * (i % 2) or None)
+    return row
 
 
 def queue(n: int, **values: Any) -> list[Message]:
-    return Message.objects.bulk_create([message(i, **values) for i in range(n)])
+    return inserting.insert([message(i, **values) for i in range(n)])
 
 
 def due_order() -> list[int]:
@@ -68,14 +70,20 @@ def put_back() -> None:
     Message.objects.update(status=Status.QUEUED, claimed_by="", claimed_until=None)
 
 
-def attributes(row: Message) -> dict[str, Any]:
-    """Everything a claimed row holds, as (type, value), plus how Django sees its state."""
+def attributes(row: Message | MessageContent) -> dict[str, Any]:
+    """Everything a claimed row holds, as (type, value), plus how Django sees its state; and
+    the same of its content, which the claim brings with it."""
     held = {name: (type(value), value) for name, value in vars(row).items() if name != "_state"}
+    cache = dict(row._state.fields_cache)
+    if isinstance(row, Message):
+        cache["content"] = attributes(cache["content"])
+    elif "message" in cache:
+        cache["message"] = cache["message"].pk
     return {
         **held,
         "_state.db": row._state.db,
         "_state.adding": row._state.adding,
-        "_state.fields_cache": row._state.fields_cache,
+        "_state.fields_cache": cache,
         "deferred": row.get_deferred_fields(),
     }
 
@@ -145,17 +153,35 @@ def test_nothing_due_is_an_empty_claim() -> None:
     assert not Message.objects.filter(status=Status.SENDING).exists()
 
 
-def test_claimed_rows_leave_the_payload_to_load_payloads_or_a_later_access() -> None:
+def test_claimed_rows_come_with_their_mime_and_leave_the_payload_to_load_payloads(
+    django_assert_num_queries,
+) -> None:
     queue(4)
     rows = claim(token="t", now=NOW, limit=4, lease=300)
-    assert all(r.get_deferred_fields() == {"payload"} for r in rows)
+    assert all(r.get_deferred_fields() == set() for r in rows)
+    with django_assert_num_queries(0):
+        got = [r.content for r in rows]
+    assert all(c.get_deferred_fields() == {"payload"} for c in got)
+    assert [c.mime for c in got] == [
+        MessageContent.objects.values_list("mime", flat=True).get(pk=r.pk) for r in rows
+    ]
     load_payloads(rows)
     # Rows with stored MIME bytes do not need their payload; the others have it now.
-    assert all(("payload" in vars(r)) == (r.mime is None) for r in rows)
-    later = next(r for r in rows if r.mime is not None)
-    stored = Message.objects.values_list("payload", flat=True).get(pk=later.pk)
+    assert all(("payload" in vars(c)) == (c.mime is None) for c in got)
+    later = next(c for c in got if c.mime is not None)
+    stored = MessageContent.objects.values_list("payload", flat=True).get(pk=later.pk)
     assert later.payload == stored  # read from the database on access
     assert later.get_deferred_fields() == set()
+
+
+def test_a_message_without_content_is_claimed_and_says_so_when_used() -> None:
+    """mailroom always writes a content row; one inserted by hand may lack it."""
+    [row] = queue(1)
+    MessageContent.objects.filter(pk=row.pk).delete()
+    [claimed] = claim(token="t", now=NOW, limit=4, lease=300)
+    load_payloads([claimed])
+    with pytest.raises(UndecodableMessage, match="no stored content"):
+        contents.of(claimed)
 
 
 # --- PostgreSQL's one statement --------------------------------------------------------------
@@ -173,7 +199,7 @@ def test_the_rows_are_the_ones_the_orm_claim_builds_attribute_by_attribute() -> 
         assert attributes(a) == attributes(b)
     # And what is read later is the same too.
     for a, b in zip(mine, theirs, strict=True):
-        assert a.payload == b.payload
+        assert a.content.payload == b.content.payload
     assert attributes(mine[0])["deferred"] == set()
 
 
@@ -213,9 +239,10 @@ def test_the_claim_is_one_logged_statement(django_assert_num_queries) -> None:
     with django_assert_num_queries(1) as queries:
         claim(token="t", now=NOW, limit=10, lease=300, exclude_backends=["x"])
     [sql] = [q["sql"] for q in queries.captured_queries]
-    assert sql.startswith('UPDATE "mailroom_message" SET "status"')
+    assert sql.startswith('WITH claimed AS (UPDATE "mailroom_message" SET "status"')
     assert "FOR UPDATE SKIP LOCKED" in sql
     assert "RETURNING" in sql
+    assert '"mime"' in sql
     assert '"payload"' not in sql
 
 

@@ -59,7 +59,7 @@ def test_accepted_message_is_sent_with_the_providers_id(esp, fake_esp, run_send)
     assert len(fake_esp.accepted) == 1
     attempt = Attempt.objects.get(message=row)
     assert attempt.esp_message_id
-    assert row.mime is None, "no MIME rendering at enqueue for an HTTP API backend"
+    assert row.content.mime is None, "no MIME rendering at enqueue for an HTTP API backend"
 
 
 def test_server_error_pauses_the_backend_without_charging(esp, fake_esp, run_send) -> None:

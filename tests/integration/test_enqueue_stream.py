@@ -16,7 +16,7 @@ from django.utils import timezone
 import mailroom
 from mailroom import inserting
 from mailroom.exceptions import InvalidMessage
-from mailroom.models import Message, Status, Suppression
+from mailroom.models import Message, MessageContent, Status, Suppression
 from tests.support.spies import spy
 
 pytestmark = pytest.mark.django_db
@@ -71,12 +71,12 @@ def streams() -> bool:
 )
 def test_a_message_found_invalid_while_inserting_refuses_the_call_and_names_it(make, words) -> None:
     with transaction.atomic():
-        Message.objects.create(message_id="<before>", payload={"v": 1})
+        Message.objects.create(message_id="<before>")
         with pytest.raises(InvalidMessage, match=words) as info:
             mailroom.enqueue_many(batch(make(BAD)))
         # The caller's transaction goes on: it reads and writes, and keeps what it wrote.
         assert list(Message.objects.values_list("message_id", flat=True)) == ["<before>"]
-        Message.objects.create(message_id="<after>", payload={"v": 1})
+        Message.objects.create(message_id="<after>")
     assert info.value.index == BAD
     assert sorted(Message.objects.values_list("message_id", flat=True)) == ["<after>", "<before>"]
 
@@ -141,19 +141,27 @@ def test_rows_made_while_inserting_are_stored_as_an_eager_build_stores_them(monk
 
 
 def test_an_init_listener_still_sees_every_row_whole() -> None:
+    """With a listener, rows and contents are made by their models' __init__, so that it sees
+    each one, and each content whole."""
+    rows: list[str] = []
     seen: list[tuple[object, object]] = []
 
-    def listener(sender, instance, **kwargs) -> None:
+    def on_row(sender, instance, **kwargs) -> None:
         # RowMaker's own template row has no message yet: only the messages' rows count.
         if instance.pk is None and instance.message_id:
-            seen.append((instance.payload, instance.mime))
+            rows.append(instance.message_id)
 
-    post_init.connect(listener, sender=Message)
+    def on_content(sender, instance, **kwargs) -> None:
+        seen.append((instance.payload, instance.mime))
+
+    post_init.connect(on_row, sender=Message)
+    post_init.connect(on_content, sender=MessageContent)
     try:
         mailroom.enqueue_many(batch(good(BAD)))
     finally:
-        post_init.disconnect(listener, sender=Message)
-    assert len(seen) == COUNT
+        post_init.disconnect(on_row, sender=Message)
+        post_init.disconnect(on_content, sender=MessageContent)
+    assert len(rows) == len(seen) == COUNT
     assert all(payload and mime for payload, mime in seen)
 
 
@@ -207,12 +215,13 @@ def test_rows_are_made_while_the_copy_streams(copy_rows, monkeypatch) -> None:
 def test_a_streaming_copy_in_a_transaction_is_under_a_savepoint(
     copy_rows, django_assert_num_queries
 ) -> None:
-    """Ids, SAVEPOINT, COPY, RELEASE: four statements for any number of rows. A smaller call
-    makes its rows first and needs no savepoint (two statements)."""
+    """Ids, SAVEPOINT, COPY of the contents, COPY of the messages, RELEASE: five statements
+    for any number of rows. A smaller call makes its rows first and needs no savepoint (three
+    statements)."""
     mailroom.enqueue(good(0))  # the suppression list seen empty
-    with django_assert_num_queries(4) as queries:
+    with django_assert_num_queries(5) as queries:
         mailroom.enqueue_many(good(i) for i in range(COUNT))
     assert sum("SAVEPOINT" in q["sql"] for q in queries.captured_queries) == 2
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(3):
         mailroom.enqueue_many(good(i) for i in range(inserting._STREAM_FROM - 1))
     assert copy_rows == [COUNT, inserting._STREAM_FROM - 1]

@@ -45,7 +45,7 @@ def run(*args: str) -> str:
 
 
 def payloads() -> dict[str, EmailMessage]:
-    return {row.subject: from_payload(row.payload) for row in Message.objects.all()}
+    return {row.subject: from_payload(row.content.payload) for row in Message.objects.all()}
 
 
 # --- django-mailer -------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def test_post_office_queue_is_moved_as_post_office_would_send_it() -> None:
     assert rows["rich"].priority == Priority.HIGH
     assert rows["later"].priority == Priority.LOW
     assert abs((rows["later"].due_at - later).total_seconds()) < 1
-    rich = from_payload(rows["rich"].payload)
+    rich = from_payload(rows["rich"].content.payload)
     assert rich.alternatives[0][:2] == ("<p>HTML</p>", "text/html")
     assert rich.extra_headers["X-Campaign"] == "spring"
     # Django decodes a text/* attachment that is valid UTF-8 back to str.
@@ -244,7 +244,7 @@ def test_post_office_templates_are_rendered_on_import() -> None:
     run("--from", "post_office")
     row = Message.objects.get()
     assert row.subject == "Hello Ada"
-    assert from_payload(row.payload).body == "Hi Ada!"
+    assert from_payload(row.content.payload).body == "Hi Ada!"
 
 
 def test_expired_post_office_messages_are_left_in_place() -> None:

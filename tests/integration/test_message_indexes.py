@@ -49,12 +49,12 @@ def fill(rows: int = 20000) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO mailroom_message (status, priority, backend, created_at, due_at, "
-            "attempts, message_id, subject, from_email, recipients, refused_recipients, payload, "
+            "attempts, message_id, subject, from_email, recipients, refused_recipients, "
             "reason, claimed_by, last_attempt_at) "
             "SELECT CASE WHEN n %% 100 < 90 THEN 'sent' WHEN n %% 100 < 95 THEN 'queued' "
             "WHEN n %% 100 < 96 THEN 'sending' ELSE 'failed' END, (ARRAY[10, 20, 30])[1 + n %% 3], "
             "'default', now() - interval '1 day', now() + (n %% 7 - 3) * interval '1 hour', 0, "
-            "'<' || n || '@mailroom.test>', 'Subject', 'app@example.com', '[]', '{}', '{}', '', "
+            "'<' || n || '@mailroom.test>', 'Subject', 'app@example.com', '[]', '{}', '', "
             "'', now() - (n %% 50) * interval '1 hour' FROM generate_series(1, %s) AS n",
             [rows],
         )

@@ -7,7 +7,7 @@ import pytest
 from django.core.mail import EmailMessage
 
 import mailroom
-from mailroom.models import Message, Status
+from mailroom.models import Message, MessageContent, Status
 from tests.conftest import SMTP_BACKEND, smtp_options
 from tests.support import thirdparty_backend
 
@@ -42,7 +42,7 @@ def test_fifty_poison_messages_do_not_hold_back_950_good_ones(
             poison_kind[row.pk] = kind
     # A stored row that no longer decodes (a bad migration, a hand edit): only its own problem.
     undecodable = [pk for pk, kind in poison_kind.items() if kind == UNDECODABLE]
-    Message.objects.filter(pk__in=undecodable).update(payload={"v": 99}, mime=None)
+    MessageContent.objects.filter(pk__in=undecodable).update(payload={"v": 99}, mime=None)
     assert len(poison_kind) == 50
 
     run_send()

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 import mailroom
 from mailroom import retention
-from mailroom.models import Attempt, Message, Status
+from mailroom.models import Attempt, Message, MessageContent, Status
 
 pytestmark = pytest.mark.django_db
 
@@ -128,6 +128,7 @@ def test_purge_goes_in_batches_of_ids_and_never_reads_a_payload() -> None:
     selects = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
     assert selects
     assert not any("payload" in sql or "mime" in sql for sql in selects), selects
+    assert not MessageContent.objects.exists()  # deleted with their messages
 
 
 def test_purge_needs_an_age() -> None:

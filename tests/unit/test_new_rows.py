@@ -32,8 +32,6 @@ def own(i: int) -> dict[str, object]:
         "subject": f"S{i}",
         "from_email": "app@example.com",
         "recipients": [f"u{i}@example.com"],
-        "payload": {"v": 1, "subject": f"S{i}"},
-        "mime": b"bytes",
     }
 
 

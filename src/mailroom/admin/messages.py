@@ -40,8 +40,9 @@ else:
     _MessageAdminBase = admin.ModelAdmin
 
 _MESSAGE_ID = re.compile(r"^<[^<>\s]+@[^<>\s]+>$")
-#: Columns the list never shows: the stored message, possibly megabytes per row.
-_LIST_DEFERRED = ("payload", "mime", "pending_recipients", "refused_recipients")
+#: Columns the list never shows. (The stored message, possibly megabytes, is not in the row:
+#: it is in MessageContent, which only the change page reads.)
+_LIST_DEFERRED = ("pending_recipients", "refused_recipients")
 
 
 class MessageChangeList(ChangeList):
