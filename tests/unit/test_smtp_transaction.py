@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailroom.compat import PLAIN_ADDR_SPEC
-from mailroom.smtp_transaction import quoted
+from mailroom.smtp_transaction import _dot_stuffed, quoted
 
 ATEXT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~-"
 atoms = st.lists(st.text(ATEXT, min_size=1, max_size=8), min_size=1, max_size=4).map(".".join)
@@ -45,3 +45,27 @@ def test_any_string_is_quoted_as_smtplib_quotes_it(address: str) -> None:
 )
 def test_other_addresses_go_through_smtplib(address: str) -> None:
     assert quoted(address) == smtplib.quoteaddr(address)
+
+
+# --- The message's bytes as DATA carries them ------------------------------------------------
+
+
+def _smtplib_data(message: bytes) -> bytes:
+    """What ``smtplib.SMTP.data`` sends for ``message`` (already bytes, CRLF or not)."""
+    quoted_body = smtplib._quote_periods(message)  # type: ignore[attr-defined]
+    if quoted_body[-2:] != b"\r\n":
+        quoted_body += b"\r\n"
+    return quoted_body + b".\r\n"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [b"", b".", b"..", b".\r\n", b"a\r\n.b\r\n", b"a\n.\n", b"a\r.b", b"\n.\n.", b".x\r\n.y"],
+)
+def test_a_leading_dot_is_doubled_as_smtplib_doubles_it(message: bytes) -> None:
+    assert _dot_stuffed(message) == _smtplib_data(message)
+
+
+@given(st.lists(st.sampled_from([b".", b"\r", b"\n", b"\r\n", b"a", b"..", b"\n."])).map(b"".join))
+def test_any_bytes_are_stuffed_as_smtplib_stuffs_them(message: bytes) -> None:
+    assert _dot_stuffed(message) == _smtplib_data(message)
