@@ -33,7 +33,7 @@ from django.db.models.base import ModelState
 from django.db.models.expressions import Col
 from django.db.models.signals import post_init, pre_init
 
-from . import contents
+from . import contents, pg_binary
 from .models import Message, MessageContent, MessageQuerySet, Status
 
 
@@ -196,11 +196,16 @@ def _claim_returning(
     if exclude_backends:
         params.append(exclude_backends)
     params.append(limit)
-    # One statement, so atomic without a transaction around it; a Django cursor, so it is in
-    # the query log (assertNumQueries, the debug toolbar) like any ORM query.
-    with connection.cursor() as cursor:
-        cursor.execute(statement.sql_excluding if exclude_backends else statement.sql, params)
-        data = cursor.fetchall()
+    sql = statement.sql_excluding if exclude_backends else statement.sql
+    # One statement, so atomic without a transaction around it, in the query log
+    # (assertNumQueries, the debug toolbar) like any ORM query. Through psycopg 3 its rows
+    # come in binary: the MIME bytes as they are, not as hexadecimal text (pg_binary).
+    if pg_binary.usable(connection):
+        data: Sequence[Sequence[Any]] = pg_binary.fetchall(connection, sql, params)
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            data = cursor.fetchall()
     # The lease as the ORM path leaves it on its rows: the very objects it was given.
     lease = {"status": Status.SENDING, "claimed_by": token, "claimed_until": claimed_until}
     rows = _rows(alias, statement, data, lease)

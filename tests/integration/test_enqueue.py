@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from django.core import mail
 from django.core.mail import EmailMessage, EmailMultiAlternatives
@@ -499,3 +501,61 @@ def test_a_failed_bound_insert_raises_djangos_error(bound) -> None:
     with pytest.raises(DataError), transaction.atomic():
         inserting.insert([row])
     assert Message.objects.count() == 0
+
+
+# --- Values prepared for the hand-written inserts -----------------------------------------------
+
+
+def _comparable(value):
+    """A prepared value in a form that compares by content (psycopg's Jsonb and Binary
+    wrappers compare by identity)."""
+    inner = getattr(value, "obj", value)
+    if isinstance(inner, (bytes, bytearray, memoryview)):
+        inner = bytes(inner)
+    return (type(value), inner)
+
+
+_SAMPLES = [
+    None,
+    "",
+    "text ✓",
+    0,
+    7,
+    True,
+    1.5,
+    timezone.now(),
+    {"v": 1, "list": [1, None]},
+    ["a@example.com"],
+    b"\x00MIME\xff",
+]
+
+
+@pytest.mark.parametrize("model", [Message, MessageContent], ids=["message", "content"])
+def test_each_columns_shortcut_prepares_what_the_field_prepares(model) -> None:
+    """The inserts prepare values through inserting._preparer's shortcuts (JSON, bytes): each
+    must give what the field's own get_db_prep_save gives, for every value it may meet (and
+    any value a shortcut does not know goes the whole way)."""
+    from datetime import datetime
+
+    from django.core.exceptions import ValidationError
+    from django.db import connections
+
+    from mailroom import inserting
+    from mailroom.columns import stored_fields
+
+    db = connections["default"]
+    samples = [*_SAMPLES, datetime(2030, 1, 2, 3, 4, 5)]
+    checked = 0
+    for field in stored_fields(model):
+        prepare = inserting._preparer(field)
+        for value in samples:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a naive datetime's warning
+                try:
+                    want = field.get_db_prep_save(value, db)
+                except (TypeError, ValueError, ValidationError):
+                    continue  # a value this column could never hold
+                got = prepare(value)
+            assert _comparable(got) == _comparable(want), (field.name, value)
+            checked += 1
+    assert checked > len(stored_fields(model))
