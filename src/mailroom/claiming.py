@@ -14,8 +14,9 @@ lease ran out cannot overwrite what another worker did since.
   SQLite runs atomically (a compare-and-set of the whole batch), then a read of the token.
 
 The rows come back with their content's MIME bytes (``row.content``, see
-:mod:`mailroom.contents`) but not its ``payload``; :func:`load_payloads` reads it for the rows
-that have no stored bytes.
+:mod:`mailroom.contents`) up to :data:`INLINE_MIME` bytes each, but not its ``payload``;
+:func:`load_payloads` reads it for the rows that have no stored bytes, and :func:`read_mime`
+reads a bigger message's bytes when it is about to be sent.
 """
 
 from __future__ import annotations
@@ -28,13 +29,20 @@ from typing import Any
 
 from django.db import connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Subquery
+from django.db.models import BinaryField, Case, F, Subquery, Value, When
 from django.db.models.base import ModelState
 from django.db.models.expressions import Col
+from django.db.models.functions import Length
 from django.db.models.signals import post_init, pre_init
 
 from . import contents, pg_binary
 from .models import Message, MessageContent, MessageQuerySet, Status
+
+#: A claimed message's MIME bytes come with the claim up to this size. A bigger message's
+#: are read only when it is about to be sent (read_mime) and let go once it is: a batch of
+#: messages with large attachments, and the batch claimed ahead, would otherwise hold every
+#: one of them in memory at once (a hundred 10 MB messages: a gigabyte per batch).
+INLINE_MIME = 256 * 1024
 
 
 def claim(
@@ -75,13 +83,10 @@ def _claim_skip_locked(
         # the outer join's nullable side); MariaDB locks their contents too, which no one
         # else updates.
         of = ("self",) if candidates.db and _locks_of(candidates.db) else ()
-        rows = list(
-            candidates.select_for_update(skip_locked=True, of=of)
-            .select_related("content")
-            .defer("content__payload")[:limit]
-        )
+        rows = list(_with_content(candidates.select_for_update(skip_locked=True, of=of))[:limit])
         if not rows:
             return []
+        _inline_mime(rows)
         # MySQL cannot UPDATE ... WHERE id IN (SELECT ... LIMIT n), hence two statements;
         # the rows stay locked between them because both are in this transaction.
         Message.objects.filter(pk__in=[m.pk for m in rows]).update(
@@ -154,7 +159,10 @@ def _returning(alias: str) -> _Returning:
         f" ORDER BY {column['priority']}, {column['due_at']}, {pk} LIMIT %s FOR UPDATE SKIP LOCKED"
         ") RETURNING "
         + ", ".join(column[f.name] for f in fields)
-        + f") SELECT claimed.*, c.{link} IS NOT NULL, c.{quote(mime.column)} FROM claimed "
+        + f") SELECT claimed.*, c.{link} IS NOT NULL, "
+        f"CASE WHEN octet_length(c.{quote(mime.column)}) <= {int(INLINE_MIME)} "
+        f"THEN c.{quote(mime.column)} END, "
+        f"octet_length(c.{quote(mime.column)}) > {int(INLINE_MIME)} FROM claimed "
         f"LEFT JOIN {quote(content.db_table)} c ON c.{link} = claimed.{pk}"
     )
     update = "WITH claimed AS (" + update
@@ -221,7 +229,7 @@ def _rows(
     connection = connections[alias]
     make = _instance if _plain() else _from_db
     rows = []
-    for *returned, stored, mime in data:
+    for *returned, stored, mime, big in data:
         values = dict(zip(statement.names, returned, strict=True))
         for name, convs, col in statement.converters:
             value = values[name]
@@ -235,7 +243,8 @@ def _rows(
         # No content row (mailroom always writes one; a row inserted by hand may lack it):
         # left uncached, so that using it says so (contents.of).
         if stored:
-            contents.attach_stored(row, {"mime": mime})
+            # A bigger message's bytes stay deferred, for read_mime.
+            contents.attach_stored(row, {} if big else {"mime": mime})
         rows.append(row)
     return rows
 
@@ -275,12 +284,47 @@ def _claim_compare_and_set(
     )
     if not claimed:
         return []
-    return list(
-        Message.objects.filter(claimed_by=token, status=Status.SENDING)
-        .select_related("content")
-        .defer("content__payload")
-        .order_by("priority", "due_at", "id")
+    rows = list(
+        _with_content(Message.objects.filter(claimed_by=token, status=Status.SENDING)).order_by(
+            "priority", "due_at", "id"
+        )
     )
+    _inline_mime(rows)
+    return rows
+
+
+def _with_content(rows: MessageQuerySet) -> MessageQuerySet:
+    """``rows`` with their content joined: its MIME bytes up to INLINE_MIME (as the
+    annotation ``_mailroom_mime``, with their size as ``_mailroom_mime_size``), its payload
+    left unread."""
+    size = Length("content__mime")
+    return (
+        rows.select_related("content")
+        .defer("content__payload", "content__mime")
+        .annotate(
+            _mailroom_mime_size=size,
+            _mailroom_mime=Case(
+                When(_mailroom_mime_size__lte=INLINE_MIME, then=F("content__mime")),
+                default=Value(None),
+                output_field=BinaryField(null=True),
+            ),
+        )
+    )
+
+
+def _inline_mime(rows: Sequence[Message]) -> None:
+    """Move each row's annotated MIME bytes into its content (bytes up to INLINE_MIME, or None
+    where it has none); a bigger message's stay deferred, for read_mime."""
+    for row in rows:
+        values = row.__dict__
+        size, mime = values.pop("_mailroom_mime_size"), values.pop("_mailroom_mime")
+        content = row._state.fields_cache.get("content")
+        if content is None:
+            continue
+        if size is None:
+            content.__dict__["mime"] = None
+        elif size <= INLINE_MIME:
+            content.__dict__["mime"] = bytes(mime)
 
 
 def load_payloads(rows: Sequence[Message]) -> None:
@@ -294,13 +338,36 @@ def load_payloads(rows: Sequence[Message]) -> None:
     wanted: dict[int, MessageContent] = {}
     for row in rows:
         content = row._state.fields_cache.get("content")
-        if content is not None and content.mime is None:
+        # Read without triggering a deferred field's load: a big message's bytes are
+        # deferred, and it needs no payload either.
+        if content is not None and content.__dict__.get("mime", b"") is None:
             wanted[row.pk] = content
     if not wanted:
         return
     stored = MessageContent.objects.filter(pk__in=list(wanted)).values_list("pk", "payload")
     for pk, payload in stored:
         wanted[pk].payload = payload
+
+
+def read_mime(content: MessageContent) -> bytes | None:
+    """``content``'s MIME bytes: those the claim brought, or, for a message bigger than
+    INLINE_MIME, read now (and not kept on it, so that they are let go once it is sent)."""
+    if "mime" in content.__dict__:
+        return None if content.mime is None else bytes(content.mime)
+    db = connections[content._state.db or router.db_for_read(MessageContent)]
+    table = db.ops.quote_name(MessageContent._meta.db_table)
+    column = db.ops.quote_name(MessageContent._meta.get_field("mime").column)
+    link = db.ops.quote_name(MessageContent._meta.pk.column)  # type: ignore[union-attr]
+    sql = f"SELECT {column} FROM {table} WHERE {link} = %s"
+    if pg_binary.usable(db):
+        found = pg_binary.fetchall(db, sql, [content.pk])
+    else:
+        with db.cursor() as cursor:
+            cursor.execute(sql, [content.pk])
+            found = cursor.fetchall()
+    if not found or found[0][0] is None:
+        return None
+    return bytes(found[0][0])
 
 
 def release(ids: Collection[int], *, token: str) -> int:

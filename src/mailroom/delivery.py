@@ -23,6 +23,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 from . import compat, contents
 from .batch import RecordingFailed
+from .claiming import read_mime
 from .conf import get_settings
 from .connections import open_backend, uses_smtp_fast_path
 from .models import Message
@@ -115,8 +116,8 @@ class DeliverySession:
         after_dot: Callable[[], None],
     ) -> DeliveryResult:
         backend: Any = self.backend
-        stored = contents.of(row).mime
-        mime = bytes(stored) if stored is not None else compat.render_mime(rebuild(row))
+        stored = read_mime(contents.of(row))
+        mime = stored if stored is not None else compat.render_mime(rebuild(row))
         if backend.connection is None:
             backend.open()
         try:

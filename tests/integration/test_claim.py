@@ -317,3 +317,29 @@ def test_claimers_racing_for_the_queue_never_take_the_same_row() -> None:
     assert len(taken) == len(set(taken)) == 600
     by_token = dict(Message.objects.values_list("pk", "claimed_by"))
     assert all(by_token[pk] == token for token, pks in results.items() for pk in pks)
+
+
+def test_a_message_bigger_than_the_inline_limit_is_claimed_without_its_bytes(
+    monkeypatch, django_assert_num_queries
+) -> None:
+    """Its bytes are read by read_mime, when it is about to be sent, and not kept on the row;
+    it needs no payload either."""
+    monkeypatch.setattr(claiming, "INLINE_MIME", 4)
+    claiming._returning.cache_clear()
+    try:
+        queue(4)  # MIME bytes of 0 (None) or 6 bytes, by turns
+        rows = claim(token="t", now=NOW, limit=4, lease=300)
+    finally:
+        claiming._returning.cache_clear()
+    got = {r.pk: r.content for r in rows}
+    stored = dict(MessageContent.objects.values_list("pk", "mime"))
+    big = [pk for pk, mime in stored.items() if mime is not None]
+    assert big
+    assert all("mime" not in vars(got[pk]) for pk in big)
+    load_payloads(rows)
+    for pk, content in got.items():
+        assert ("payload" in vars(content)) == (pk not in big)
+    for pk in big:
+        with django_assert_num_queries(1):
+            assert claiming.read_mime(got[pk]) == bytes(stored[pk])
+        assert "mime" not in vars(got[pk])  # read, and let go
