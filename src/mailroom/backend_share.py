@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .batch import Batch
-from .claiming import release
+from .claiming import forget_mime, prefetch_mime, release
 from .classification import Rule, classify
 from .delivery import DeliverySession
 from .models import Message
@@ -122,13 +122,15 @@ def deliver_share(
             return True
         now = clock()
         t0 = time.perf_counter()
+        following = group[index + 1] if index + 1 < len(group) else None
         result = session.deliver(
             message,
             before_commit=batch.settle,
             while_waiting=batch.conclude_deferred,
-            after_dot=batch.tidy,
+            after_dot=functools.partial(_after_dot, batch, following),
         )
         duration = time.perf_counter() - t0
+        forget_mime(message)
         if session.fast_path and result.error is None and not result.refused:
             # Taken by the server, whole: its bookkeeping waits for the next message's
             # MAIL FROM to be on its way (Batch.defer).
@@ -143,6 +145,14 @@ def deliver_share(
             return False
         batch.add(judge.outcome(message, result, classification, now, duration))
     return True
+
+
+def _after_dot(batch: Batch, following: Message | None) -> None:
+    """While the server takes a message: the batch's bookkeeping, then the next message's
+    bytes if they are still in the database (a large one's, see claiming.INLINE_MIME)."""
+    batch.tidy()
+    if following is not None:
+        prefetch_mime(following)
 
 
 def _backend_fault(

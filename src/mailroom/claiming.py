@@ -21,6 +21,7 @@ reads a bigger message's bytes when it is about to be sent.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +38,8 @@ from django.db.models.signals import post_init, pre_init
 
 from . import contents, pg_binary
 from .models import Message, MessageContent, MessageQuerySet, Status
+
+logger = logging.getLogger(__name__)
 
 #: A claimed message's MIME bytes come with the claim up to this size. A bigger message's
 #: are read only when it is about to be sent (read_mime) and let go once it is: a batch of
@@ -368,6 +371,29 @@ def read_mime(content: MessageContent) -> bytes | None:
     if not found or found[0][0] is None:
         return None
     return bytes(found[0][0])
+
+
+def prefetch_mime(row: Message) -> None:
+    """Read ``row``'s MIME bytes now if the claim left them in the database (bigger than
+    INLINE_MIME), so that sending it does not wait for them. Called while the message before
+    it is with the server: the database is idle then (its outcome is not written yet, the one
+    before is). A failure is left for the read at send time to meet and report."""
+    content = row._state.fields_cache.get("content")
+    if content is None or "mime" in content.__dict__:
+        return
+    try:
+        content.__dict__["mime"] = read_mime(content)
+    except Exception as exc:  # the read when it is sent says what went wrong
+        logger.debug("mailroom: message %s: bytes not read ahead: %s", row.pk, exc)
+
+
+def forget_mime(row: Message) -> None:
+    """Let go of ``row``'s MIME bytes if they are bigger than INLINE_MIME (it has been sent,
+    or tried): a batch keeps only the small ones, as the claim brought them."""
+    content = row._state.fields_cache.get("content")
+    mime = None if content is None else content.__dict__.get("mime")
+    if mime is not None and len(mime) > INLINE_MIME:
+        del content.__dict__["mime"]
 
 
 def release(ids: Collection[int], *, token: str) -> int:

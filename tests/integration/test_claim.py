@@ -343,3 +343,36 @@ def test_a_message_bigger_than_the_inline_limit_is_claimed_without_its_bytes(
         with django_assert_num_queries(1):
             assert claiming.read_mime(got[pk]) == bytes(stored[pk])
         assert "mime" not in vars(got[pk])  # read, and let go
+
+
+def test_a_big_messages_bytes_are_read_ahead_and_let_go_after(monkeypatch) -> None:
+    """prefetch_mime reads a deferred message's bytes into its content (while the message
+    before it is with the server); forget_mime lets go of them once it is sent, and only of
+    bytes over the limit. A read that fails ahead is left for the read at send time."""
+    monkeypatch.setattr(claiming, "INLINE_MIME", 4)
+    claiming._returning.cache_clear()
+    try:
+        queue(4)
+        rows = claim(token="t", now=NOW, limit=4, lease=300)
+    finally:
+        claiming._returning.cache_clear()
+    stored = dict(MessageContent.objects.values_list("pk", "mime"))
+    big = [r for r in rows if stored[r.pk] is not None]
+    small = [r for r in rows if stored[r.pk] is None]
+    assert big
+    assert small
+
+    def failing(content):
+        raise RuntimeError("the database went away")
+
+    with monkeypatch.context() as m:
+        m.setattr(claiming, "read_mime", failing)
+        claiming.prefetch_mime(big[0])
+    assert "mime" not in vars(big[0].content)  # still deferred
+    for row in rows:
+        claiming.prefetch_mime(row)
+    assert all(row.content.mime == stored[row.pk] for row in rows)
+    for row in rows:
+        claiming.forget_mime(row)
+    assert all("mime" not in vars(row.content) for row in big)
+    assert all(vars(row.content)["mime"] is None for row in small)

@@ -350,31 +350,35 @@ def test_a_server_hanging_up_after_a_refusal_costs_only_a_new_connection(
 def test_a_message_bigger_than_the_inline_limit_is_read_when_sent_and_arrives_whole(
     smtp_server, run_send, monkeypatch
 ) -> None:
-    """A message whose MIME bytes exceed claiming.INLINE_MIME is claimed without them, read
-    just before it is sent, and delivered byte for byte; the small one beside it as before."""
+    """Messages whose MIME bytes exceed claiming.INLINE_MIME are claimed without them, read
+    just before they are sent (the second while the first is with the server), and delivered
+    byte for byte; the small one beside them as before."""
     from mailroom import claiming
     from mailroom.models import MessageContent
 
     monkeypatch.setattr(claiming, "INLINE_MIME", 2000)
     claiming._returning.cache_clear()  # the PostgreSQL claim has the limit in its SQL
     try:
-        big = mailroom.enqueue(
-            EmailMessage("Big", "line of text\n" * 400, "app@example.com", ["big@example.com"])
+        big, bigger = (
+            mailroom.enqueue(
+                EmailMessage(subject, "line of text\n" * lines, "app@example.com", ["b@x.org"])
+            )
+            for subject, lines in (("Big", 400), ("Bigger", 800))
         )
         small = mailroom.enqueue(
             EmailMessage("Small", "Body", "app@example.com", ["small@example.com"])
         )
         stored = dict(MessageContent.objects.values_list("pk", "mime"))
-        assert len(stored[big.pk]) > 2000 > len(stored[small.pk])
+        assert len(stored[bigger.pk]) > len(stored[big.pk]) > 2000 > len(stored[small.pk])
         run_send()
     finally:
         claiming._returning.cache_clear()
     received = {m.message_id: m.data for m in smtp_server.messages}
-    for row in (big, small):
+    for row in (big, bigger, small):
         # The server's copy, as stored (line ends aside: DATA ends on one, and the server
         # keeps LF where the wire had CRLF).
         assert _plain(received[row.message_id]) == _plain(bytes(stored[row.pk]))
-    assert Message.objects.filter(status=Status.SENT).count() == 2
+    assert Message.objects.filter(status=Status.SENT).count() == 3
 
 
 def _plain(data: bytes) -> bytes:
