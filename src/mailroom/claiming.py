@@ -211,12 +211,7 @@ def _claim_returning(
     # One statement, so atomic without a transaction around it, in the query log
     # (assertNumQueries, the debug toolbar) like any ORM query. Through psycopg 3 its rows
     # come in binary: the MIME bytes as they are, not as hexadecimal text (pg_binary).
-    if pg_binary.usable(connection):
-        data: Sequence[Sequence[Any]] = pg_binary.fetchall(connection, sql, params)
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            data = cursor.fetchall()
+    data = pg_binary.fetchall(connection, sql, params)
     # The lease as the ORM path leaves it on its rows: the very objects it was given.
     lease = {"status": Status.SENDING, "claimed_by": token, "claimed_until": claimed_until}
     rows = _rows(alias, statement, data, lease)
@@ -362,12 +357,7 @@ def read_mime(content: MessageContent) -> bytes | None:
     column = db.ops.quote_name(MessageContent._meta.get_field("mime").column)
     link = db.ops.quote_name(MessageContent._meta.pk.column)  # type: ignore[union-attr]
     sql = f"SELECT {column} FROM {table} WHERE {link} = %s"
-    if pg_binary.usable(db):
-        found = pg_binary.fetchall(db, sql, [content.pk])
-    else:
-        with db.cursor() as cursor:
-            cursor.execute(sql, [content.pk])
-            found = cursor.fetchall()
+    found = pg_binary.fetchall(db, sql, [content.pk])
     if not found or found[0][0] is None:
         return None
     return bytes(found[0][0])

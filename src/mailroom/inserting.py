@@ -108,6 +108,7 @@ def insert(rows: Sequence[Message]) -> list[Message]:
         if connection.vendor == "sqlite" and connection.features.can_return_rows_from_bulk_insert:
             created = _insert_sqlite(Message, rows, returning=True)
             _insert_sqlite(MessageContent, _contents(created), returning=False)
+            _saved_contents(created)
             return created
         if connection.vendor != "postgresql" or len(rows) == 1:
             return _bulk_create(rows)
@@ -334,9 +335,6 @@ def _insert_sqlite(model: type[models.Model], rows: Sequence[Any], *, returning:
             # order RETURNING happens to emit them in.
             ids.extend(sorted(pk for (pk,) in cursor.fetchall()))
     if not returning:
-        for content in rows:
-            content._state.adding = False
-            content._state.db = connection.alias
         return list(rows)
     return _saved(rows, ids)
 

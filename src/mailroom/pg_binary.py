@@ -34,14 +34,17 @@ def usable(connection: BaseDatabaseWrapper) -> bool:
     return isinstance(connection.connection, psycopg.Connection)
 
 
-def fetchall(
-    connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]
-) -> list[tuple[Any, ...]]:
-    """Run ``sql`` (``%s`` placeholders) on ``connection`` and return its rows, read in binary.
+def fetchall(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> list[Any]:
+    """Run ``sql`` (``%s`` placeholders) on ``connection`` and return its rows: read in binary
+    where it is PostgreSQL through psycopg 3, through a Django cursor elsewhere.
 
     The statement runs on the caller's connection, in its transaction, and is logged as Django
     logs its own queries (assertNumQueries and the debug toolbar count it).
     """
+    if not usable(connection):
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
     import psycopg
 
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
