@@ -128,6 +128,9 @@ def deliver_share(
             before_commit=batch.settle,
             while_waiting=batch.conclude_deferred,
             after_dot=functools.partial(_after_dot, batch, following),
+            # Its envelope may go out with this message's dot, unless a rate limit may make
+            # it wait its turn with the server waiting for its bytes.
+            following=following if throttle is None else None,
         )
         duration = time.perf_counter() - t0
         forget_mime(message)

@@ -377,6 +377,13 @@ def prefetch_mime(row: Message) -> None:
         logger.debug("mailroom: message %s: bytes not read ahead: %s", row.pk, exc)
 
 
+def mime_at_hand(row: Message) -> bytes | memoryview | None:
+    """``row``'s MIME bytes if they are in memory (brought by the claim or read ahead), else
+    None: never a query."""
+    content = row._state.fields_cache.get("content")
+    return None if content is None else content.__dict__.get("mime")
+
+
 def forget_mime(row: Message) -> None:
     """Let go of ``row``'s MIME bytes if they are bigger than INLINE_MIME (it has been sent,
     or tried): a batch keeps only the small ones, as the claim brought them."""

@@ -23,13 +23,13 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 from . import compat, contents
 from .batch import RecordingFailed
-from .claiming import read_mime
+from .claiming import mime_at_hand, read_mime
 from .conf import get_settings
 from .connections import open_backend, uses_smtp_fast_path
 from .models import Message
 from .outcomes import DeliveryResult
 from .serialization import from_payload
-from .smtp_transaction import sendmail
+from .smtp_transaction import Envelope, sendmail
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,9 @@ class DeliverySession:
         self.backend: BaseEmailBackend | None = None
         self.fast_path = False
         self.pipelining = True
+        # The message whose envelope went out after the last message's dot, and that
+        # envelope: its replies are still to be read (smtp_transaction, "then").
+        self._ahead: tuple[int, Envelope] | None = None
 
     def open(self) -> None:
         """Create the backend and connect. Raises whatever the backend raises."""
@@ -61,7 +64,9 @@ class DeliverySession:
         message would, so a closed connection is reopened instead of counted as an outage.
         """
         connection = getattr(self.backend, "connection", None)
-        if not self.fast_path or connection is None:
+        if not self.fast_path or connection is None or self._ahead is not None:
+            # With an envelope sent ahead the server may be reading a message: a NOOP would
+            # be one of its lines. Such a connection is closed (see close) and made anew.
             return False
         try:
             return bool(connection.noop()[0] == 250)
@@ -71,6 +76,14 @@ class DeliverySession:
     def close(self) -> None:
         if self.backend is None:
             return
+        if self._ahead is not None:
+            self._ahead = None
+            # The server may have said 354 to the envelope sent ahead and be reading that
+            # message's bytes: a QUIT would be taken for one of them, and its reply never
+            # come. Closing the socket ends the transaction with nothing sent.
+            connection = getattr(self.backend, "connection", None)
+            if connection is not None:
+                connection.close()
         try:
             self.backend.close()
         except Exception:
@@ -84,6 +97,7 @@ class DeliverySession:
         before_commit: Callable[[], None] = _nothing,
         while_waiting: Callable[[], None] = _nothing,
         after_dot: Callable[[], None] = _nothing,
+        following: Message | None = None,
     ) -> DeliveryResult:
         """Send ``row``; ``before_commit`` runs just before the server is asked to take it.
 
@@ -92,13 +106,18 @@ class DeliverySession:
         exception from the backend becomes the result. An exception from
         either hook (the previous outcome could not be written) is not the message's doing
         and propagates, as RecordingFailed.
+
+        ``following`` is the message this session will deliver next, if known: on the SMTP
+        path its envelope goes out with this message's final dot where the server pipelines
+        (one round trip a message instead of two). Delivering any other message next is
+        safe too: the connection is then made anew first.
         """
         recipients = tuple(row.pending)
         before_commit, while_waiting = _guarded(before_commit), _guarded(while_waiting)
         try:
             if self.fast_path:
                 hooks = (before_commit, while_waiting, _guarded(after_dot))
-                return self._deliver_smtp(row, recipients, *hooks)
+                return self._deliver_smtp(row, recipients, *hooks, following)
             while_waiting()
             before_commit()
             return self._deliver_generic(row, recipients)
@@ -114,12 +133,24 @@ class DeliverySession:
         before_commit: Callable[[], None],
         while_waiting: Callable[[], None],
         after_dot: Callable[[], None],
+        following: Message | None,
     ) -> DeliveryResult:
         backend: Any = self.backend
         stored = read_mime(contents.of(row))
         mime = stored if stored is not None else compat.render_mime(rebuild(row))
+        envelope = Envelope(row.from_email, recipients, len(mime))
+        opened = self._ahead == (row.pk, envelope)
+        if self._ahead is not None and not opened:
+            self.close()  # another message's envelope is waiting on the connection
+        self._ahead = None
         if backend.connection is None:
             backend.open()
+        then = self._envelope_of(following)
+        ahead = None if following is None or then is None else (following.pk, then)
+
+        def said_then() -> None:
+            self._ahead = ahead
+
         try:
             refused = sendmail(
                 backend.connection,
@@ -130,6 +161,9 @@ class DeliverySession:
                 while_waiting=while_waiting,
                 after_dot=after_dot,
                 pipelining=self.pipelining,
+                opened=opened,
+                then=then,
+                said_then=said_then,
             )
         except RecordingFailed:
             self.close()
@@ -143,6 +177,16 @@ class DeliverySession:
                 self.close()
             raise
         return DeliveryResult(recipients=recipients, refused=_normalise(refused))
+
+    def _envelope_of(self, following: Message | None) -> Envelope | None:
+        """``following``'s envelope, to send ahead, if its bytes are at hand (those of a
+        large message are read later, and its SIZE needs their length)."""
+        if following is None or not self.pipelining:
+            return None
+        mime = mime_at_hand(following)
+        if mime is None:
+            return None
+        return Envelope(following.from_email, tuple(following.pending), len(mime))
 
     def _deliver_generic(self, row: Message, recipients: tuple[str, ...]) -> DeliveryResult:
         assert self.backend is not None

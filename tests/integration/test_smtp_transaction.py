@@ -1,6 +1,7 @@
 """mailroom's split SMTP transaction behaves exactly like smtplib's sendmail, and its hook
 runs just before the server is asked to take the message; with a server that offers
-PIPELINING (RFC 2920) too, where it sends its commands in one round trip."""
+PIPELINING (RFC 2920) too, where it sends its commands in one round trip, and where it sends
+the next message's envelope with a message's final dot."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import smtplib
 
 import pytest
 
-from mailroom.smtp_transaction import PIPELINE_MAX_RECIPIENTS, sendmail
+from mailroom.smtp_transaction import PIPELINE_MAX_RECIPIENTS, Envelope, sendmail
 
 MESSAGE = b"Subject: hi\r\nMessage-ID: <m@x>\r\n\r\n.leading dot\r\nbody\r\n"
 
@@ -131,3 +132,143 @@ def test_a_failing_hook_abandons_the_message(smtp_server, offers_pipelining) -> 
     with pytest.raises(RuntimeError):
         sendmail(conn, "f@x.org", ["a@x.org"], MESSAGE, before_commit=fail)
     assert smtp_server.count == 0
+
+
+FIRST = b"Subject: first\r\nMessage-ID: <first@x>\r\n\r\nthe first\r\n"
+TO = ("a@x.org", "b@x.org")
+
+
+def _connect(server) -> smtplib.SMTP:
+    return smtplib.SMTP(server.host, server.port, timeout=5)
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_an_envelope_sent_ahead_changes_no_outcome(smtp_server, script) -> None:
+    """Two messages and a clean third, through smtplib and through mailroom with the second's
+    envelope sent after the first's dot: the same outcome for each, whatever the server says
+    (refusals at MAIL, RCPT or the dot, a 421 anywhere), and the same messages received."""
+    smtp_server.script.pipelining = True
+    SCRIPTS[script](smtp_server)
+
+    conn = _connect(smtp_server)
+    theirs = [outcome(lambda: conn.sendmail("f@x.org", list(TO), FIRST))]
+    if conn.sock is None:  # a 421 closed it: a new one, as a worker would
+        conn = _connect(smtp_server)
+    theirs.append(outcome(lambda: conn.sendmail("f@x.org", list(TO), MESSAGE)))
+    theirs.append(_then_a_clean_message(conn, lambda c, to: c.sendmail("f@x.org", to, MESSAGE)))
+    conn.close()
+    received_by_smtplib = [m.data for m in smtp_server.messages]
+
+    said: list[bool] = []
+    conn = _connect(smtp_server)
+    ours = [
+        outcome(
+            lambda: sendmail(
+                conn,
+                "f@x.org",
+                list(TO),
+                FIRST,
+                before_commit=lambda: None,
+                then=Envelope("f@x.org", TO, len(MESSAGE)),
+                said_then=lambda: said.append(True),
+            )
+        )
+    ]
+    opened = bool(said) and conn.sock is not None
+    if conn.sock is None:
+        conn = _connect(smtp_server)
+    ours.append(
+        outcome(
+            lambda: sendmail(
+                conn, "f@x.org", list(TO), MESSAGE, before_commit=lambda: None, opened=opened
+            )
+        )
+    )
+    ours.append(
+        _then_a_clean_message(
+            conn, lambda c, to: sendmail(c, "f@x.org", to, MESSAGE, before_commit=lambda: None)
+        )
+    )
+    conn.close()
+
+    assert ours == theirs
+    assert [m.data for m in smtp_server.messages][len(received_by_smtplib) :] == (
+        received_by_smtplib
+    )
+    # The envelope went ahead whenever the first message reached its dot.
+    reached_the_dot = script not in {"421-on-first-rcpt", "421-on-rcpt", "all-refused"} and (
+        not script.startswith("mail-")
+    )
+    assert said == ([True] if reached_the_dot else [])
+    assert smtp_server.chained == (1 if reached_the_dot else 0)
+
+
+def test_the_next_envelope_goes_out_with_the_dot_and_its_replies_are_read_next(
+    smtp_server,
+) -> None:
+    smtp_server.script.pipelining = True
+    smtp_server.script.data_fail_times("554 5.7.1 Not this one", subject_contains="first")
+    said: list[bool] = []
+    with _connect(smtp_server) as conn:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            sendmail(
+                conn,
+                "f@x.org",
+                ["a@x.org"],
+                FIRST,
+                before_commit=lambda: None,
+                then=Envelope("f@x.org", ("a@x.org",), len(MESSAGE)),
+                said_then=lambda: said.append(True),
+            )
+        assert refused.value.smtp_code == 554
+        # The next message's MAIL, RCPT and DATA are answered already: no command is sent
+        # for it, only its bytes after the 354.
+        assert (
+            sendmail(conn, "f@x.org", ["a@x.org"], MESSAGE, before_commit=lambda: None, opened=True)
+            == {}
+        )
+    assert said == [True]
+    assert smtp_server.chained == 1
+    assert [m.subject for m in smtp_server.messages] == ["hi"]
+
+
+def test_no_envelope_goes_ahead_without_pipelining(smtp_server) -> None:
+    for offered, allowed in ((False, True), (True, False)):
+        smtp_server.script.pipelining = offered
+        said: list[bool] = []
+        with _connect(smtp_server) as conn:
+            sendmail(
+                conn,
+                "f@x.org",
+                ["a@x.org"],
+                FIRST,
+                before_commit=lambda: None,
+                pipelining=allowed,
+                then=Envelope("f@x.org", ("a@x.org",), len(MESSAGE)),
+                said_then=lambda said=said: said.append(True),
+            )
+            sendmail(conn, "f@x.org", ["a@x.org"], MESSAGE, before_commit=lambda: None)
+        assert said == []
+    assert smtp_server.chained == 0
+    assert smtp_server.count == 4
+
+
+def test_a_next_envelope_that_cannot_be_written_is_left_to_its_own_message(smtp_server) -> None:
+    """An address the connection cannot encode is the next message's error, not this one's."""
+    smtp_server.script.pipelining = True
+    said: list[bool] = []
+    with _connect(smtp_server) as conn:
+        assert (
+            sendmail(
+                conn,
+                "f@x.org",
+                ["a@x.org"],
+                FIRST,
+                before_commit=lambda: None,
+                then=Envelope("f@x.org", ("jürgen@x.org",), len(MESSAGE)),
+                said_then=lambda: said.append(True),
+            )
+            == {}
+        )
+    assert said == []
+    assert smtp_server.count == 1

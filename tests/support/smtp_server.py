@@ -235,6 +235,11 @@ class _Handler:
         return _apply(self.server.script.rcpt.get(address), address, attempt) or MISSING
 
     async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
+        # The next MAIL FROM already read with this message's final dot: the client sent the
+        # next envelope ahead, in the same write (RFC 2920 lets content start a group).
+        buffered = getattr(getattr(smtp, "_reader", None), "_buffer", b"")
+        if bytes(buffered[:4]).upper() == b"MAIL":
+            self.server._note_chained()
         script = self.server.script
         message = _received(envelope, keep_data=self.server.keep_data)
         if script.data_delay:
@@ -407,6 +412,13 @@ class ScriptedSMTPServer:
             return self._pipelined
 
     @property
+    def chained(self) -> int:
+        """Ends of data that arrived with the next MAIL FROM behind them (the next envelope
+        sent ahead, before this message's reply)."""
+        with self._lock:
+            return self._chained
+
+    @property
     def connections(self) -> int:
         """Client connections made, including those turned away at the greeting."""
         with self._lock:
@@ -434,6 +446,7 @@ class ScriptedSMTPServer:
                 "duplicates": sum(n - 1 for n in self._message_ids.values()),
                 "connections": self._connections,
                 "pipelined": self._pipelined,
+                "chained": self._chained,
             }
 
     def wait_for(self, count: int, timeout: float = 5.0) -> bool:
@@ -449,6 +462,7 @@ class ScriptedSMTPServer:
             self._recipient_count = 0
             self._connections = 0
             self._pipelined = 0
+            self._chained = 0
             self._message_ids: collections.Counter[str] = collections.Counter()
             self._attempts: collections.Counter[tuple[str, str]] = collections.Counter()
 
@@ -467,6 +481,10 @@ class ScriptedSMTPServer:
     def _note_pipelined(self) -> None:
         with self._lock:
             self._pipelined += 1
+
+    def _note_chained(self) -> None:
+        with self._lock:
+            self._chained += 1
 
     def _next_attempt(self, command: str, key: str) -> int:
         with self._lock:

@@ -297,6 +297,7 @@ def test_smtp_server_runs_as_a_process() -> None:
         "duplicates": 0,
         "connections": 1,
         "pipelined": 1,
+        "chained": 0,
     }
 
 
