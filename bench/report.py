@@ -136,7 +136,11 @@ def _send_table(
     header = ["configuration"]
     for db in dbs:
         header += [f"{DB_NAMES[db]} msg/s", f"{DB_NAMES[db]} x raw"]
-    header += ["peak RSS MB (" + " / ".join(DB_NAMES[d] for d in dbs) + ")", "pipelined"]
+    header += [
+        "peak RSS MB (" + " / ".join(DB_NAMES[d] for d in dbs) + ")",
+        "pipelined",
+        "envelope ahead",
+    ]
     if targets:
         header += ["target", "met"]
     rows = []
@@ -159,7 +163,8 @@ def _send_table(
                 oks.append(r["ratio"] >= target if target is not None else None)
         rss = [f"{r['rss_mb']:.0f}" for r in rowset if r is not None and "rss_mb" in r]
         pipelined = max((r.get("pipelined", 0.0) for r in present), default=0.0)
-        row += [" / ".join(rss) or "—", f"{pipelined:.0%}"]
+        chained = max((r.get("chained", 0.0) for r in present), default=0.0)
+        row += [" / ".join(rss) or "—", f"{pipelined:.0%}", f"{chained:.0%}"]
         if targets:
             row += [f"≥ {target}" if target else "", _met(_all(oks))]
         rows.append(row)
@@ -324,7 +329,9 @@ def markdown(results: dict[str, Any]) -> str:
             "x raw: the median of per-round ratios to raw smtplib over one connection "
             "(pre-rendered bytes) in the same round. The sink offers PIPELINING (RFC 2920), "
             'as Postfix, Exim and the ESPs\' SMTP endpoints do; "pipelined" is the share of '
-            "mail transactions it received with MAIL, RCPT and DATA in one group. smtplib, "
+            "mail transactions it received with MAIL, RCPT and DATA in one group, "
+            '"envelope ahead" the share whose group came in the same write as the previous '
+            "message's final dot (one round trip a message). smtplib, "
             "Django's backend and the peers send one command at a time.",
             "",
         ]

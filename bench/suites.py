@@ -80,6 +80,7 @@ def summarise(
             "ratios": ratios,
             "rss_mb": statistics.median(run.get("rss_mb", 0.0) for run in runs),
             "pipelined": max((run.get("pipelined", 0.0) for run in runs), default=0.0),
+            "chained": max((run.get("chained", 0.0) for run in runs), default=0.0),
             "cpu_us_per_message": _median_cpu(runs),
             "target": config.target,
         }
@@ -142,6 +143,8 @@ def measure_send(
         "connections": stats["connections"],
         # Mail transactions the sink saw pipelined (RFC 2920), as a share of the messages.
         "pipelined": stats.get("pipelined", 0) / n,
+        # Those whose group came with the previous message's final dot, in the same write.
+        "chained": stats.get("chained", 0) / n,
         "cpu_us_per_message": cpu,
     }
 
