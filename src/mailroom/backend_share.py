@@ -135,9 +135,16 @@ def deliver_share(
         duration = time.perf_counter() - t0
         forget_mime(message)
         if session.fast_path and result.error is None and not result.refused:
-            # Taken by the server, whole: its bookkeeping waits for the next message's
-            # MAIL FROM to be on its way (Batch.defer).
-            batch.defer(functools.partial(judge.conclude, message, result, now, duration))
+            conclude = functools.partial(judge.conclude, message, result, now, duration)
+            if session.announced:
+                # The next envelope went out with this message's dot and is answered by now:
+                # nothing is left to hide the write behind but the work up to the next
+                # message's bytes, so it starts at once.
+                batch.add(conclude())
+            else:
+                # Taken by the server, whole: its bookkeeping waits for the next message's
+                # MAIL FROM to be on its way (Batch.defer).
+                batch.defer(conclude)
             continue
         batch.conclude_deferred()
         classification = classify(result, rules=judge.rules)

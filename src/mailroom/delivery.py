@@ -50,6 +50,11 @@ class DeliverySession:
         # envelope: its replies are still to be read (smtp_transaction, "then").
         self._ahead: tuple[int, Envelope] | None = None
 
+    @property
+    def announced(self) -> bool:
+        """Whether the next message's envelope went out with the last message's dot."""
+        return self._ahead is not None
+
     def open(self) -> None:
         """Create the backend and connect. Raises whatever the backend raises."""
         self.backend = open_backend(self.alias)
