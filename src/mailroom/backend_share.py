@@ -20,9 +20,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .batch import Batch
-from .claiming import forget_mime, prefetch_mime, release
+from .claiming import release
 from .classification import Rule, classify
 from .delivery import DeliverySession
+from .loading import let_go, prefetch_mime
 from .models import Message
 from .outcomes import Classification, DeliveryResult, Verdict
 from .ratelimit import Rate, Throttle
@@ -133,7 +134,7 @@ def deliver_share(
             following=following if throttle is None else None,
         )
         duration = time.perf_counter() - t0
-        forget_mime(message)
+        let_go(message)
         if session.fast_path and result.error is None and not result.refused:
             conclude = functools.partial(judge.conclude, message, result, now, duration)
             if session.announced:

@@ -15,13 +15,11 @@ lease ran out cannot overwrite what another worker did since.
 
 The rows come back with their content's MIME bytes (``row.content``, see
 :mod:`mailroom.contents`) up to :data:`INLINE_MIME` bytes each, but not its ``payload``;
-:func:`load_payloads` reads it for the rows that have no stored bytes, and :func:`read_mime`
-reads a bigger message's bytes when it is about to be sent.
+:mod:`mailroom.loading` reads the rest when it is needed.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,8 +36,6 @@ from django.db.models.signals import post_init, pre_init
 
 from . import contents, pg_binary
 from .models import Message, MessageContent, MessageQuerySet, Status
-
-logger = logging.getLogger(__name__)
 
 #: A claimed message's MIME bytes come with the claim up to this size. A bigger message's
 #: are read only when it is about to be sent (read_mime) and let go once it is: a batch of
@@ -323,74 +319,6 @@ def _inline_mime(rows: Sequence[Message]) -> None:
             content.__dict__["mime"] = None
         elif size <= INLINE_MIME:
             content.__dict__["mime"] = bytes(mime)
-
-
-def load_payloads(rows: Sequence[Message]) -> None:
-    """Fill in the stored message of the rows that will need it, in one query.
-
-    Claims leave the content's ``payload`` unread: a row rendered at enqueue goes out as its
-    stored bytes, and its payload (the whole message again, attachments included, as JSON)
-    would only cost time and memory. Rows without those bytes (other backends) are rebuilt
-    from it. A row without content is left so: delivering it says so.
-    """
-    wanted: dict[int, MessageContent] = {}
-    for row in rows:
-        content = row._state.fields_cache.get("content")
-        # Read without triggering a deferred field's load: a big message's bytes are
-        # deferred, and it needs no payload either.
-        if content is not None and content.__dict__.get("mime", b"") is None:
-            wanted[row.pk] = content
-    if not wanted:
-        return
-    stored = MessageContent.objects.filter(pk__in=list(wanted)).values_list("pk", "payload")
-    for pk, payload in stored:
-        wanted[pk].payload = payload
-
-
-def read_mime(content: MessageContent) -> bytes | None:
-    """``content``'s MIME bytes: those the claim brought, or, for a message bigger than
-    INLINE_MIME, read now (and not kept on it, so that they are let go once it is sent)."""
-    if "mime" in content.__dict__:
-        return None if content.mime is None else bytes(content.mime)
-    db = connections[content._state.db or router.db_for_read(MessageContent)]
-    table = db.ops.quote_name(MessageContent._meta.db_table)
-    column = db.ops.quote_name(MessageContent._meta.get_field("mime").column)
-    link = db.ops.quote_name(MessageContent._meta.pk.column)  # type: ignore[union-attr]
-    sql = f"SELECT {column} FROM {table} WHERE {link} = %s"
-    found = pg_binary.fetchall(db, sql, [content.pk])
-    if not found or found[0][0] is None:
-        return None
-    return bytes(found[0][0])
-
-
-def prefetch_mime(row: Message) -> None:
-    """Read ``row``'s MIME bytes now if the claim left them in the database (bigger than
-    INLINE_MIME), so that sending it does not wait for them. Called while the message before
-    it is with the server: the database is idle then (its outcome is not written yet, the one
-    before is). A failure is left for the read at send time to meet and report."""
-    content = row._state.fields_cache.get("content")
-    if content is None or "mime" in content.__dict__:
-        return
-    try:
-        content.__dict__["mime"] = read_mime(content)
-    except Exception as exc:  # the read when it is sent says what went wrong
-        logger.debug("mailroom: message %s: bytes not read ahead: %s", row.pk, exc)
-
-
-def mime_at_hand(row: Message) -> bytes | memoryview | None:
-    """``row``'s MIME bytes if they are in memory (brought by the claim or read ahead), else
-    None: never a query."""
-    content = row._state.fields_cache.get("content")
-    return None if content is None else content.__dict__.get("mime")
-
-
-def forget_mime(row: Message) -> None:
-    """Let go of ``row``'s MIME bytes if they are bigger than INLINE_MIME (it has been sent,
-    or tried): a batch keeps only the small ones, as the claim brought them."""
-    content = row._state.fields_cache.get("content")
-    mime = None if content is None else content.__dict__.get("mime")
-    if mime is not None and len(mime) > INLINE_MIME:
-        del content.__dict__["mime"]
 
 
 def release(ids: Collection[int], *, token: str) -> int:

@@ -3,7 +3,7 @@
 The content is a row of its own (:class:`~mailroom.models.MessageContent`, see there why), which
 travels with its message as Django's cache of the reverse one-to-one relation, ``row.content``:
 attached to a new row before the insert writes both, and attached to a claimed row by the claim
-(its MIME bytes only; :func:`mailroom.claiming.load_payloads` reads the payload where needed).
+(its MIME bytes only; :mod:`mailroom.loading` reads the rest where needed).
 """
 
 from __future__ import annotations

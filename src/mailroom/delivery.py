@@ -23,9 +23,9 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 from . import compat, contents
 from .batch import RecordingFailed
-from .claiming import mime_at_hand, read_mime
 from .conf import get_settings
 from .connections import open_backend, uses_smtp_fast_path
+from .loading import mime_at_hand, read_mime
 from .models import Message
 from .outcomes import DeliveryResult
 from .serialization import from_payload

@@ -35,10 +35,11 @@ from . import pipelined
 from .backend_share import Judge, deliver_share
 from .batch import Batch, OutcomeWriter, Writer
 from .claim_ahead import ClaimAhead, Claimed
-from .claiming import claim, load_payloads, reclaim_expired, release
+from .claiming import claim, reclaim_expired, release
 from .classification import Rule
 from .conf import get_settings
 from .delivery import DeliverySession
+from .loading import load_payloads
 from .models import BackendState, Message
 from .pipelined import PipelinedWriter
 from .ratelimit import Rate

@@ -8,6 +8,8 @@ particular database run on every one.
 
 from __future__ import annotations
 
+import base64
+import random
 import threading
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,9 +19,10 @@ from django.db import connection, transaction
 from django.db.models.signals import post_init
 from django.utils import timezone
 
-from mailroom import claiming, contents, inserting
-from mailroom.claiming import claim, load_payloads
+from mailroom import claiming, contents, inserting, loading
+from mailroom.claiming import claim
 from mailroom.exceptions import UndecodableMessage
+from mailroom.loading import load_payloads
 from mailroom.models import Message, MessageContent, Priority, Status
 
 pytestmark = pytest.mark.django_db
@@ -341,13 +344,13 @@ def test_a_message_bigger_than_the_inline_limit_is_claimed_without_its_bytes(
         assert ("payload" in vars(content)) == (pk not in big)
     for pk in big:
         with django_assert_num_queries(1):
-            assert claiming.read_mime(got[pk]) == bytes(stored[pk])
+            assert loading.read_mime(got[pk]) == bytes(stored[pk])
         assert "mime" not in vars(got[pk])  # read, and let go
 
 
 def test_a_big_messages_bytes_are_read_ahead_and_let_go_after(monkeypatch) -> None:
     """prefetch_mime reads a deferred message's bytes into its content (while the message
-    before it is with the server); forget_mime lets go of them once it is sent, and only of
+    before it is with the server); let_go lets go of them once it is sent, and only of
     bytes over the limit. A read that fails ahead is left for the read at send time."""
     monkeypatch.setattr(claiming, "INLINE_MIME", 4)
     claiming._returning.cache_clear()
@@ -366,13 +369,44 @@ def test_a_big_messages_bytes_are_read_ahead_and_let_go_after(monkeypatch) -> No
         raise RuntimeError("the database went away")
 
     with monkeypatch.context() as m:
-        m.setattr(claiming, "read_mime", failing)
-        claiming.prefetch_mime(big[0])
+        m.setattr(loading, "read_mime", failing)
+        loading.prefetch_mime(big[0])
     assert "mime" not in vars(big[0].content)  # still deferred
     for row in rows:
-        claiming.prefetch_mime(row)
+        loading.prefetch_mime(row)
     assert all(row.content.mime == stored[row.pk] for row in rows)
     for row in rows:
-        claiming.forget_mime(row)
+        loading.let_go(row)
     assert all("mime" not in vars(row.content) for row in big)
     assert all(vars(row.content)["mime"] is None for row in small)
+
+
+def test_a_big_payload_stays_in_the_database_until_it_is_used_and_is_let_go_after(
+    monkeypatch, django_assert_num_queries
+) -> None:
+    """Rows without MIME bytes (ESP backends) are rebuilt from their payload: a batch reads
+    those up to loading.INLINE_PAYLOAD in one query, a bigger one when it is used, and lets
+    that one go once it is sent."""
+    monkeypatch.setattr(loading, "INLINE_PAYLOAD", 1000)
+    rows = []
+    # Like an attachment, base64 of random bytes: PostgreSQL's size is the stored one,
+    # compressed where it compresses, and this does not.
+    noise = base64.b64encode(random.Random(1).randbytes(4000)).decode()
+    for i, body in enumerate(("small", noise, "tiny")):
+        row = message(i)
+        contents.attach(row, {"v": 1, "subject": f"S{i}", "body": body}, None)
+        rows.append(row)
+    small, big, tiny = (r.pk for r in inserting.insert(rows))
+    claimed = {r.pk: r for r in claim(token="t", now=NOW, limit=4, lease=300)}
+    with django_assert_num_queries(1):
+        load_payloads(list(claimed.values()))
+    held = {pk: vars(row.content) for pk, row in claimed.items()}
+    assert held[small]["payload"]["body"] == "small"
+    assert held[tiny]["payload"]["body"] == "tiny"
+    assert "payload" not in held[big]
+    with django_assert_num_queries(1):
+        assert claimed[big].content.payload["body"] == noise
+    for row in claimed.values():
+        loading.let_go(row)
+    assert "payload" not in vars(claimed[big].content)
+    assert vars(claimed[small].content)["payload"]["body"] == "small"

@@ -3,6 +3,8 @@ OPTIONS) at a local fake ESP that answers 200, 422, 429, 500 and drops connectio
 
 from __future__ import annotations
 
+import base64
+import random
 from datetime import timedelta
 
 import pytest
@@ -152,3 +154,20 @@ def test_retry_for_some_recipients_sends_only_to_them(postmark, fake_esp, run_se
     run_send()
     [request] = fake_esp.requests
     assert list(request.recipients) == ["b@example.com"]
+
+
+def test_messages_with_big_payloads_are_read_one_at_a_time_and_arrive_whole(
+    postmark, fake_esp, run_send, monkeypatch
+) -> None:
+    from mailroom import loading
+
+    monkeypatch.setattr(loading, "INLINE_PAYLOAD", 2000)
+    # Like attachments, base64 of random bytes: it does not compress in PostgreSQL either.
+    noise = base64.b64encode(random.Random(2).randbytes(9000)).decode()
+    bodies = {"Big": noise[:5000], "Small": "B", "Bigger": noise}
+    for subject, body in bodies.items():
+        mailroom.enqueue(EmailMessage(subject, body, "app@example.com", ["a@example.com"]))
+    run_send()
+    assert Message.objects.filter(status=Status.SENT).count() == 3
+    received = {m.payload["Subject"]: m.payload["TextBody"] for m in fake_esp.accepted}
+    assert received == bodies
