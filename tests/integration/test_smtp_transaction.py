@@ -142,6 +142,28 @@ def _connect(server) -> smtplib.SMTP:
     return smtplib.SMTP(server.host, server.port, timeout=5)
 
 
+def _first_announcing(
+    conn: smtplib.SMTP,
+    then_to: tuple[str, ...],
+    said: list[bool],
+    *,
+    to: tuple[str, ...] = ("a@x.org",),
+    pipelining: bool = True,
+) -> dict[str, tuple[int, bytes]]:
+    """Send FIRST with the envelope of MESSAGE to ``then_to`` announced after its dot;
+    ``said`` gets True once that envelope is written."""
+    return sendmail(
+        conn,
+        "f@x.org",
+        list(to),
+        FIRST,
+        before_commit=lambda: None,
+        pipelining=pipelining,
+        then=Envelope("f@x.org", then_to, len(MESSAGE)),
+        said_then=lambda: said.append(True),
+    )
+
+
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_an_envelope_sent_ahead_changes_no_outcome(smtp_server, script) -> None:
     """Two messages and a clean third, through smtplib and through mailroom with the second's
@@ -161,19 +183,7 @@ def test_an_envelope_sent_ahead_changes_no_outcome(smtp_server, script) -> None:
 
     said: list[bool] = []
     conn = _connect(smtp_server)
-    ours = [
-        outcome(
-            lambda: sendmail(
-                conn,
-                "f@x.org",
-                list(TO),
-                FIRST,
-                before_commit=lambda: None,
-                then=Envelope("f@x.org", TO, len(MESSAGE)),
-                said_then=lambda: said.append(True),
-            )
-        )
-    ]
+    ours = [outcome(lambda: _first_announcing(conn, TO, said, to=TO))]
     opened = bool(said) and conn.sock is not None
     if conn.sock is None:
         conn = _connect(smtp_server)
@@ -211,15 +221,7 @@ def test_the_next_envelope_goes_out_with_the_dot_and_its_replies_are_read_next(
     said: list[bool] = []
     with _connect(smtp_server) as conn:
         with pytest.raises(smtplib.SMTPDataError) as refused:
-            sendmail(
-                conn,
-                "f@x.org",
-                ["a@x.org"],
-                FIRST,
-                before_commit=lambda: None,
-                then=Envelope("f@x.org", ("a@x.org",), len(MESSAGE)),
-                said_then=lambda: said.append(True),
-            )
+            _first_announcing(conn, ("a@x.org",), said)
         assert refused.value.smtp_code == 554
         # The next message's MAIL, RCPT and DATA are answered already: no command is sent
         # for it, only its bytes after the 354.
@@ -237,16 +239,7 @@ def test_no_envelope_goes_ahead_without_pipelining(smtp_server) -> None:
         smtp_server.script.pipelining = offered
         said: list[bool] = []
         with _connect(smtp_server) as conn:
-            sendmail(
-                conn,
-                "f@x.org",
-                ["a@x.org"],
-                FIRST,
-                before_commit=lambda: None,
-                pipelining=allowed,
-                then=Envelope("f@x.org", ("a@x.org",), len(MESSAGE)),
-                said_then=lambda said=said: said.append(True),
-            )
+            _first_announcing(conn, ("a@x.org",), said, pipelining=allowed)
             sendmail(conn, "f@x.org", ["a@x.org"], MESSAGE, before_commit=lambda: None)
         assert said == []
     assert smtp_server.chained == 0
@@ -258,17 +251,6 @@ def test_a_next_envelope_that_cannot_be_written_is_left_to_its_own_message(smtp_
     smtp_server.script.pipelining = True
     said: list[bool] = []
     with _connect(smtp_server) as conn:
-        assert (
-            sendmail(
-                conn,
-                "f@x.org",
-                ["a@x.org"],
-                FIRST,
-                before_commit=lambda: None,
-                then=Envelope("f@x.org", ("jürgen@x.org",), len(MESSAGE)),
-                said_then=lambda: said.append(True),
-            )
-            == {}
-        )
+        assert _first_announcing(conn, ("jürgen@x.org",), said) == {}
     assert said == []
     assert smtp_server.count == 1
