@@ -1,10 +1,10 @@
 """One SMTP mail transaction, with a hook just before the message is committed.
 
 This is ``smtplib.SMTP.sendmail`` taken apart at one point: after the server said 354 to
-DATA and before the message's bytes and the final ``.`` that asks it to take responsibility
+DATA and has the message's bytes, before the final ``.`` that asks it to take responsibility
 for the message. mailroom uses that moment to make sure the previous message's outcome is
 written down, so a worker that dies can only ever leave one accepted-but-unrecorded message
-behind, while the write still overlaps the MAIL, RCPT and DATA exchange of the next message.
+behind, while the write still overlaps the server reading the message.
 
 Everything else, replies, RSET after a refusal, closing after a 421, the exceptions raised
 and the per-recipient refusals returned, is exactly what ``sendmail`` does, so classification
@@ -30,8 +30,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import smtplib
+import socket
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .compat import PLAIN_ADDR_SPEC
 
@@ -74,11 +77,11 @@ def sendmail(
     then: Envelope | None = None,
     said_then: Callable[[], None] | None = None,
 ) -> dict[str, tuple[int, bytes]]:
-    """Send ``message``; call ``before_commit`` once the server is ready for its bytes.
+    """Send ``message``; call ``before_commit`` once its bytes are sent, before its dot.
 
     Returns the recipients refused (as ``sendmail`` does); raises what ``sendmail`` raises.
     If ``before_commit`` raises, the transaction is abandoned (the connection is closed before
-    the message's bytes and dot, so the server discards it) and the exception propagates.
+    the message's dot, so the server discards it) and the exception propagates.
 
     ``while_waiting`` runs once MAIL FROM is on its way, before its reply is read, and
     ``after_dot`` once the message is, before the server's verdict is read: work done there
@@ -249,17 +252,20 @@ def _commit(
     after_dot: Callable[[], None] | None,
     ahead: _Ahead | None,
 ) -> None:
-    """After the 354: the hook, then the message and its dot (and the next envelope, if
-    any), then the server's verdict."""
+    """After the 354: the message, the hook, then its dot (and the next envelope, if any),
+    then the server's verdict."""
+    _no_delay(conn)
+    # All of the message but its final dot: the server reads it while the hook waits for
+    # the previous outcome's write. Without its dot it is not the server's yet, and if the
+    # hook fails the connection is closed before the dot, so the server discards it.
+    conn.send(memoryview(body)[: -len(_DOT)])
     try:
         before_commit()
     except BaseException:
         conn.close()
         raise
-    # The body and its final dot go out in one write, as sendmail sends them: one segment
-    # for the server to read rather than two. The next envelope joins them: written apart,
-    # it would wait for the body's acknowledgement (Nagle's algorithm).
-    conn.send(body + ahead.commands if ahead is not None else body)
+    # The dot, with the next envelope behind it in the same write.
+    conn.send(_DOT + ahead.commands if ahead is not None else _DOT)
     if ahead is not None and ahead.said is not None:
         ahead.said()
     _run(conn, after_dot)
@@ -270,6 +276,26 @@ def _commit(
         # Else no RSET: the dot ended this transaction whatever its reply (RFC 5321, 4.1.1.4),
         # and the next envelope's replies come next on the connection, for the next call.
         raise smtplib.SMTPDataError(code, reply)
+
+
+#: The end of a message's data, after the CRLF that ends its last line (_dot_stuffed).
+_DOT = b".\r\n"
+
+#: The sockets TCP_NODELAY is set on.
+_no_delay_set: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _no_delay(conn: smtplib.SMTP) -> None:
+    """Send small writes at once: a message's dot follows its bytes by a separate write, and
+    with Nagle's algorithm the kernel would hold it until the bytes were acknowledged, which
+    a server delays (delayed ACK) when it has nothing to answer yet. mailroom's writes are
+    whole groups already, so nothing is split more than before."""
+    sock = conn.sock
+    if sock is None or sock in _no_delay_set:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    _no_delay_set.add(sock)
 
 
 def quoted(address: str) -> str:

@@ -6,6 +6,8 @@ the next message's envelope with a message's final dot."""
 from __future__ import annotations
 
 import smtplib
+import socket
+import threading
 
 import pytest
 
@@ -254,3 +256,45 @@ def test_a_next_envelope_that_cannot_be_written_is_left_to_its_own_message(smtp_
         assert _first_announcing(conn, ("jürgen@x.org",), said) == {}
     assert said == []
     assert smtp_server.count == 1
+
+
+def test_the_message_goes_out_before_the_hook_and_its_dot_after() -> None:
+    """The server reads the message while the hook waits for the previous outcome's write;
+    only the final dot, which asks it to take the message, waits for the hook. A bare
+    socket plays the server here, to see the bytes as they arrive."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    received = bytearray()
+    last_line = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 bare\r\n")
+            lines.readline()  # EHLO
+            conn.sendall(b"250-bare\r\n250 PIPELINING\r\n")
+            for _ in range(3):  # MAIL, RCPT, DATA
+                lines.readline()
+            conn.sendall(b"250 ok\r\n250 ok\r\n354 go on\r\n")
+            while (line := lines.readline()) != b".\r\n":
+                received.extend(line)
+                if line == b"body\r\n":
+                    last_line.set()
+            conn.sendall(b"250 taken\r\n")
+            lines.readline()  # QUIT
+            conn.sendall(b"221 bye\r\n")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    at_hook: list[bool] = []
+    with smtplib.SMTP(*listener.getsockname(), timeout=5) as conn:
+        sendmail(
+            conn,
+            "f@x.org",
+            ["a@x.org"],
+            MESSAGE,
+            before_commit=lambda: at_hook.append(last_line.wait(5)),
+        )
+    server.join(5)
+    listener.close()
+    assert at_hook == [True]  # the whole message was there before the hook returned
+    assert bytes(received).endswith(b"body\r\n")
