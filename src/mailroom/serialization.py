@@ -16,8 +16,6 @@ import base64
 import datetime
 import email
 import email.policy
-import functools
-import math
 from collections.abc import Callable, Mapping
 from email.charset import Charset
 from email.generator import BytesGenerator
@@ -26,41 +24,27 @@ from email.mime.base import MIMEBase
 from email.policy import EmailPolicy, Policy, compat32
 from email.utils import format_datetime
 from io import BytesIO
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.mail.message import EmailAlternative, EmailAttachment
 from django.utils.encoding import force_str
 from django.utils.functional import Promise
 
+from mailroom import anymail_extras
+from mailroom.anymail_extras import ANYMAIL_ATTRIBUTES
 from mailroom.compat import DJANGO_6
 from mailroom.exceptions import SerializationError, UndecodableMessage
+from mailroom.payload_checks import field as _field
+from mailroom.payload_checks import item as _item
+from mailroom.payload_checks import optional_str as _optional_str
 
 __all__ = ["ANYMAIL_ATTRIBUTES", "PAYLOAD_VERSION", "from_payload", "to_payload"]
 
 PAYLOAD_VERSION = 1
 
-# The attributes django-anymail reads from any EmailMessage (anymail/message.py).
-ANYMAIL_ATTRIBUTES = (
-    "tags",
-    "metadata",
-    "merge_data",
-    "merge_global_data",
-    "merge_metadata",
-    "merge_headers",
-    "template_id",
-    "esp_extra",
-    "track_clicks",
-    "track_opens",
-    "envelope_sender",
-    "send_at",
-)
-
 # Django 5.2's undocumented subtype knobs and their defaults; Django 6.0 removed them.
 _LEGACY_SUBTYPES = {"mixed_subtype": "mixed", "alternative_subtype": "alternative"}
-
-_ABSENT = object()
-_T = TypeVar("_T")
 
 
 def _anymail_message_class() -> type[EmailMessage]:
@@ -130,7 +114,7 @@ def to_payload(message: EmailMessage) -> dict[str, Any]:
         # Set on the instance, or changed by a subclass that is about to be stored as its base.
         if name in vars(message) or getattr(type(message), name, default) != default:
             payload[name] = str(getattr(message, name))
-    extras = _anymail_extras(message)
+    extras = anymail_extras.encode(message)
     if extras:
         payload["anymail"] = extras
     return payload
@@ -239,65 +223,6 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-@functools.cache
-def _anymail_unset() -> object:
-    """django-anymail's default for every AnymailMessage attribute, or a stand-in without it.
-
-    Looked up once: a failed import is not cached by Python, and this is asked a dozen
-    times for every message enqueued.
-    """
-    try:
-        from anymail.utils import UNSET
-    except ImportError:
-        return _ABSENT
-    return UNSET
-
-
-def _is_unset(value: object) -> bool:
-    return value is _ABSENT or value is _anymail_unset()
-
-
-def _anymail_extras(message: EmailMessage) -> dict[str, Any]:
-    extras: dict[str, Any] = {}
-    for name in ANYMAIL_ATTRIBUTES:
-        value = getattr(message, name, _ABSENT)
-        if _is_unset(value):
-            continue
-        where = f"anymail attribute {name!r}"
-        if name == "send_at":
-            extras[name] = _encode_send_at(value, where)
-        else:
-            extras[name] = _require_json(value, where)
-    return extras
-
-
-def _encode_send_at(value: object, where: str) -> dict[str, Any]:
-    # Tagged so that a date comes back a date and a datetime a datetime (checked first: a
-    # datetime is also a date); anymail also accepts a timestamp, stored as-is.
-    if isinstance(value, datetime.datetime):
-        return {"datetime": value.isoformat()}
-    if isinstance(value, datetime.date):
-        return {"date": value.isoformat()}
-    return {"json": _require_json(value, where)}
-
-
-def _require_json(value: object, where: str) -> Any:
-    if isinstance(value, Promise):
-        return str(value)
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float) and math.isfinite(value):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_require_json(item, where) for item in value]
-    # Keys must already be strings: json.dumps would silently turn 1 into "1".
-    if isinstance(value, Mapping) and all(isinstance(key, str) for key in value):
-        return {key: _require_json(item, where) for key, item in value.items()}
-    raise SerializationError(
-        f"{where} holds a {type(value).__name__}, which cannot be stored as JSON"
-    )
-
-
 def from_payload(payload: Mapping[str, Any]) -> EmailMessage:
     """Rebuild the message stored by :func:`to_payload`; raise UndecodableMessage if impossible."""
     if not isinstance(payload, Mapping):
@@ -360,33 +285,8 @@ def _rebuild(payload: Mapping[str, Any]) -> EmailMessage:
     for name in _LEGACY_SUBTYPES:
         if name in payload:
             setattr(message, name, _field(payload, name, str, "message"))
-    for name, value in _item(payload.get("anymail", {}), "anymail attributes").items():
-        # Only known names: a row must not be able to overwrite, say, message.send.
-        if name not in ANYMAIL_ATTRIBUTES:
-            raise UndecodableMessage(f"unknown anymail attribute {name!r}")
-        setattr(message, name, _decode_send_at(value) if name == "send_at" else value)
+    anymail_extras.apply(message, payload.get("anymail", {}))
     return message
-
-
-def _field(source: Mapping[str, Any], key: str, kind: type[_T], where: str) -> _T:
-    if key not in source:
-        raise UndecodableMessage(f"{where}: the field {key!r} is missing")
-    value = source[key]
-    if not isinstance(value, kind):
-        raise UndecodableMessage(
-            f"{where}: the field {key!r} should be a {kind.__name__}, not {type(value).__name__}"
-        )
-    return value
-
-
-def _optional_str(source: Mapping[str, Any], key: str, where: str) -> str | None:
-    return None if source.get(key, "") is None else _field(source, key, str, where)
-
-
-def _item(item: object, where: str) -> Mapping[str, Any]:
-    if not isinstance(item, Mapping):
-        raise UndecodableMessage(f"{where} is a {type(item).__name__}, not an object")
-    return item
 
 
 def _strings(payload: Mapping[str, Any], key: str) -> list[str]:
@@ -436,14 +336,3 @@ def _b64decode(text: str, where: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except ValueError as error:  # binascii.Error, or non-ASCII text
         raise UndecodableMessage(f"{where}: invalid base64 ({error})") from error
-
-
-def _decode_send_at(value: object) -> object:
-    encoded = _item(value, "anymail attribute 'send_at'")
-    if "datetime" in encoded:
-        return datetime.datetime.fromisoformat(_field(encoded, "datetime", str, "send_at"))
-    if "date" in encoded:
-        return datetime.date.fromisoformat(_field(encoded, "date", str, "send_at"))
-    if "json" in encoded:
-        return encoded["json"]
-    raise UndecodableMessage("anymail attribute 'send_at' has none of 'datetime', 'date', 'json'")

@@ -31,7 +31,7 @@ from django.utils.functional import lazy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailroom import serialization
+from mailroom import anymail_extras, payload_checks, serialization
 from mailroom.exceptions import SerializationError, UndecodableMessage
 from mailroom.serialization import from_payload, to_payload
 
@@ -620,8 +620,9 @@ def test_something_that_is_not_an_email_message_cannot_be_stored() -> None:
 # --------------------------------------------------------------------------- safety
 
 
-def test_module_never_uses_pickle_nor_dynamic_imports() -> None:
-    source = Path(serialization.__file__).read_text()
+@pytest.mark.parametrize("module", [serialization, anymail_extras, payload_checks])
+def test_modules_never_use_pickle_nor_dynamic_imports(module) -> None:
+    source = Path(module.__file__).read_text()
     assert "pickle" not in source
     assert "import_module" not in source
     assert "__import__" not in source
