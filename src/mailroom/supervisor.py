@@ -73,13 +73,14 @@ class _Slot:
 
 
 class Supervisor:
-    """Run ``processes`` worker processes, each built by ``make_worker`` after the fork."""
+    """Run ``processes`` worker processes, each built by ``make_worker(number)`` after the
+    fork: ``number`` is the process's place, 0 to ``processes - 1``, kept by its restarts."""
 
     def __init__(
         self,
         *,
         processes: int,
-        make_worker: Callable[[], WorkerLike],
+        make_worker: Callable[[int], WorkerLike],
         burst: bool,
         stop_timeout: float,
         say: Callable[[str], None] = print,
@@ -127,7 +128,7 @@ class Supervisor:
         parent = os.getpid()
         process = self._context.Process(
             target=_child_main,
-            args=(self.make_worker, parent),
+            args=(self.make_worker, parent, slot.number),
             name=f"mailroom-worker-{slot.number}",
         )
         process.start()
@@ -210,13 +211,13 @@ def _describe(code: int | None) -> str:
     return f"code {code}"
 
 
-def _child_main(make_worker: Callable[[], WorkerLike], parent: int) -> None:
+def _child_main(make_worker: Callable[[int], WorkerLike], parent: int, number: int) -> None:
     """A worker process: its stop comes from the supervisor, or from the supervisor's death."""
     # Until the worker installs its own handler, SIGTERM ends the process (nothing is claimed
     # yet); SIGINT is the terminal's, and the supervisor passes it on as SIGTERM.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    worker = make_worker()
+    worker = make_worker(number)
     threading.Thread(
         target=_watch_parent, args=(parent, worker), name="mailroom-parent-watch", daemon=True
     ).start()

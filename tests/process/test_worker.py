@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
+import urllib.request
 
 import pytest
 from django.core.mail import EmailMessage
@@ -12,6 +14,7 @@ from django.db import connection, transaction
 import mailroom
 from mailroom.models import Message, Status
 from tests.process.conftest import wait_until
+from tests.support.smtp_server import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -125,3 +128,55 @@ def test_a_burst_worker_drains_a_deep_queue_without_stalling(
     assert worker.wait(60) == 0, worker.output
     assert Message.objects.filter(status=Status.SENT).count() == 3000
     assert sorted(smtp_server.message_ids()) == sorted(r.message_id for r in rows)
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def _sent(text: str) -> float:
+    """The worker's count of messages sent, summed over backends and verdicts."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("mailroom_outcomes_total{") and 'outcome="sent"' in line
+    )
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_each_worker_process_serves_its_own_metrics(spawn_worker, smtp_server, processes) -> None:
+    port = free_port()
+    while processes == 2 and not _free(port + 1):
+        port = free_port()
+    worker = spawn_worker(
+        "--processes", str(processes), "--metrics-port", str(port), "--metrics-addr", "127.0.0.1"
+    )
+    wait_until(lambda: worker.output.count("/metrics") == processes, 30, "the metrics servers")
+    queue(6)
+    wait_until(lambda: smtp_server.count == 6, 30, "6 deliveries")
+    # Counters are per process: each counts what it sent, and together they count all.
+    wait_until(
+        lambda: sum(_sent(_scrape(port + k)) for k in range(processes)) == 6, 10, "the counts"
+    )
+    text = _scrape(port)
+    assert "mailroom_queue_up 1.0" in text  # the queue gauges, read from the database
+    worker.terminate()
+    assert worker.wait(30) == 0, worker.output
+
+
+def _free(port: int) -> bool:
+    try:
+        with socket.create_server(("127.0.0.1", port)):
+            return True
+    except OSError:
+        return False
+
+
+def test_a_metrics_port_in_use_is_refused_before_any_worker_starts(spawn_worker) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        worker = spawn_worker("--metrics-port", str(port), "--metrics-addr", "127.0.0.1")
+        assert worker.wait(30) != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in worker.output
+    assert "stop with SIGTERM" not in worker.output

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import signal
+import socket
 from argparse import ArgumentParser
+from collections.abc import Callable
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from mailroom.runner import Worker
 from mailroom.supervisor import Supervisor
 
 HELP = "Deliver continuously until stopped (SIGTERM/CONTROL-C)."
+
+logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: ArgumentParser) -> None:
@@ -34,6 +40,17 @@ def add_arguments(parser: ArgumentParser) -> None:
         "--stop-timeout", type=float, default=30.0, help="Seconds allowed to finish on SIGTERM."
     )
     parser.add_argument("--burst", action="store_true", help="Exit when nothing is left to send.")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="Serve this worker's Prometheus metrics (its delivery counters and the queue "
+        "gauges) at http://ADDR:PORT/metrics; with --processes N, worker process k on "
+        "PORT+k. Needs django-mailroom[metrics].",
+    )
+    parser.add_argument(
+        "--metrics-addr", default="0.0.0.0", help="The address --metrics-port listens on."
+    )
 
 
 def run(
@@ -46,6 +63,8 @@ def run(
     stop_timeout: float,
     burst: bool,
     verbosity: int,
+    metrics_port: int | None = None,
+    metrics_addr: str = "0.0.0.0",
     **_: Any,
 ) -> None:
     def say(line: str) -> None:
@@ -60,7 +79,13 @@ def run(
             "run one worker per process instead"
         )
 
-    def make_worker(*, supervised: bool = False) -> Worker:
+    serve_metrics = (
+        None if metrics_port is None else _metrics_server(metrics_port, metrics_addr, processes)
+    )
+
+    def make_worker(number: int = 0, *, supervised: bool = False) -> Worker:
+        if serve_metrics is not None:
+            say(serve_metrics(number))
         return Worker(
             concurrency=concurrency,
             burst=burst,
@@ -78,10 +103,41 @@ def run(
     else:
         code = Supervisor(
             processes=processes,
-            make_worker=lambda: make_worker(supervised=True),
+            make_worker=lambda number: make_worker(number, supervised=True),
             burst=burst,
             stop_timeout=stop_timeout,
             say=say,
         ).run()
     if code:
         raise CommandError("mailroom worker: did not stop cleanly", returncode=code)
+
+
+def _metrics_server(port: int, addr: str, processes: int) -> Callable[[int], str]:
+    """What serves worker process ``number``'s metrics on ``port + number``, once checked here,
+    before any worker starts: prometheus-client installed, and every port free."""
+    if port < 1 or port + processes - 1 > 65535:
+        raise CommandError(f"mailroom worker: --metrics-port {port} is not a port for each process")
+    try:
+        from mailroom import metrics
+    except ImproperlyConfigured as exc:
+        raise CommandError(f"mailroom worker: --metrics-port: {exc}") from exc
+    for number in range(processes):
+        try:
+            with socket.create_server((addr, port + number)):
+                pass
+        except OSError as exc:
+            raise CommandError(
+                f"mailroom worker: --metrics-port: cannot listen on {addr}:{port + number}: {exc}"
+            ) from exc
+
+    def serve(number: int) -> str:
+        try:
+            metrics.start_http_server(port + number, addr)
+        except OSError as exc:
+            # Taken since the check (a restarted process whose predecessor's socket lingers):
+            # delivering matters more than being counted.
+            logger.error("mailroom: metrics not served on %s:%d: %s", addr, port + number, exc)
+            return f"mailroom worker: metrics NOT served on {addr}:{port + number}: {exc}"
+        return f"mailroom worker: metrics on http://{addr}:{port + number}/metrics"
+
+    return serve
