@@ -312,7 +312,7 @@ def _inline_mime(rows: Sequence[Message]) -> None:
     for row in rows:
         values = row.__dict__
         size, mime = values.pop("_mailroom_mime_size"), values.pop("_mailroom_mime")
-        content = row._state.fields_cache.get("content")
+        content = contents.attached(row)
         if content is None:
             continue
         if size is None:

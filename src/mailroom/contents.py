@@ -51,8 +51,9 @@ def attach_stored(row: Message, values: dict[str, Any]) -> MessageContent:
     return content
 
 
-def pending(row: Message) -> MessageContent | None:
-    """The content attached to the new ``row``, if any."""
+def attached(row: Message) -> MessageContent | None:
+    """The content attached to ``row`` (a new row's, or what a claim brought), if any: never
+    a query, where ``row.content`` would read a missing one."""
     content = row._state.fields_cache.get(_CACHE)
     assert content is None or isinstance(content, MessageContent)
     return content

@@ -123,7 +123,7 @@ def _contents(rows: Sequence[Message]) -> list[MessageContent]:
     """The content attached to each of the saved ``rows``, made to belong to it."""
     found: list[MessageContent] = []
     for row in rows:
-        content = contents.pending(row)
+        content = contents.attached(row)
         if content is None:
             raise ValueError(
                 "a new message needs its content: mailroom.contents.attach(row, payload, mime)"
@@ -135,7 +135,7 @@ def _contents(rows: Sequence[Message]) -> list[MessageContent]:
 
 def _saved_contents(rows: Sequence[Message]) -> None:
     for row in rows:
-        content = contents.pending(row)
+        content = contents.attached(row)
         assert content is not None
         content.message_id = row.pk
         content._state.adding = False
@@ -244,7 +244,7 @@ def _insert_bound(row: Message) -> list[Message]:
     """
     import psycopg  # only where psycopg 3 is the driver (_is_psycopg3)
 
-    content = contents.pending(row)
+    content = contents.attached(row)
     if content is None:
         _contents([row])  # raises: the row has no content
     assert content is not None
@@ -442,7 +442,7 @@ def _insert_copy(rows: Sequence[Message]) -> list[Message]:
             for position, row in enumerate(rows):
                 if finish is not None and not finish(position):
                     continue
-                content = contents.pending(row)
+                content = contents.attached(row)
                 if content is None:
                     _contents([row])  # raises: the row has no content
                 assert content is not None

@@ -25,7 +25,7 @@ from typing import Any
 from django.db import connections, router
 from django.db.models import Case, F, Func, IntegerField, JSONField, When
 
-from . import claiming, pg_binary
+from . import claiming, contents, pg_binary
 from .models import Message, MessageContent
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def load_payloads(rows: Sequence[Message]) -> None:
     """
     wanted: dict[int, MessageContent] = {}
     for row in rows:
-        content = row._state.fields_cache.get("content")
+        content = contents.attached(row)
         # Read without triggering a deferred field's load: a big message's bytes are
         # deferred, and it needs no payload either.
         if content is not None and content.__dict__.get("mime", b"") is None:
@@ -108,7 +108,7 @@ def prefetch_mime(row: Message) -> None:
     INLINE_MIME), so that sending it does not wait for them. Called while the message before
     it is with the server: the database is idle then (its outcome is not written yet, the one
     before is). A failure is left for the read at send time to meet and report."""
-    content = row._state.fields_cache.get("content")
+    content = contents.attached(row)
     if content is None or "mime" in content.__dict__:
         return
     try:
@@ -120,7 +120,7 @@ def prefetch_mime(row: Message) -> None:
 def mime_at_hand(row: Message) -> bytes | memoryview | None:
     """``row``'s MIME bytes if they are in memory (brought by the claim or read ahead), else
     None: never a query."""
-    content = row._state.fields_cache.get("content")
+    content = contents.attached(row)
     return None if content is None else content.__dict__.get("mime")
 
 
@@ -128,7 +128,7 @@ def let_go(row: Message) -> None:
     """Let go of what of ``row``'s content was read for it alone (it has been sent, or
     tried): MIME bytes over INLINE_MIME, a payload over INLINE_PAYLOAD. A batch keeps only
     what its claim brought."""
-    content = row._state.fields_cache.get("content")
+    content = contents.attached(row)
     if content is None:
         return
     held = content.__dict__

@@ -99,11 +99,10 @@ def sendmail(
     """
     conn.ehlo_or_helo_if_needed()
     envelope = Envelope(from_addr, tuple(to_addrs), len(message))
-    ahead = _ahead(conn, then, pipelining, said_then)
+    ahead = _ahead(conn, then, pipelining)
+    commit = functools.partial(_commit, conn, before_commit, after_dot, ahead, said_then)
     if opened or pipelines(conn, envelope, pipelining=pipelining):
-        return _pipelined(
-            conn, envelope, message, before_commit, while_waiting, after_dot, opened, ahead
-        )
+        return _pipelined(conn, envelope, message, while_waiting, opened, commit)
     mail = _mail_args(conn, envelope)
     # conn.mail(), with the wait for its reply put to use.
     conn.putcmd("mail", mail)
@@ -131,33 +130,20 @@ def sendmail(
     code, reply = conn.getreply()
     if code != 354:
         raise smtplib.SMTPDataError(code, reply)
-    _commit(conn, body, before_commit, after_dot, ahead)
+    commit(body)
     return refused
 
 
-class _Ahead:
-    """The next message's envelope as one group of commands, and whom to tell it went out."""
-
-    def __init__(self, commands: bytes, said: Callable[[], None] | None) -> None:
-        self.commands = commands
-        self.said = said
-
-
-def _ahead(
-    conn: smtplib.SMTP,
-    then: Envelope | None,
-    pipelining: bool,
-    said_then: Callable[[], None] | None,
-) -> _Ahead | None:
+def _ahead(conn: smtplib.SMTP, then: Envelope | None, pipelining: bool) -> bytes:
+    """``then``'s commands, to follow this message's dot, or nothing."""
     if then is None or not pipelines(conn, then, pipelining=pipelining):
-        return None
+        return b""
     try:
-        commands = _group(conn, then).encode(conn.command_encoding)
+        return _group(conn, then).encode(conn.command_encoding)
     except (ValueError, UnicodeError):
         # The next message's own fault (a line break, an address the connection cannot
         # encode): its own call meets it and reports it, not this one.
-        return None
-    return _Ahead(commands, said_then)
+        return b""
 
 
 def _mail_args(conn: smtplib.SMTP, envelope: Envelope) -> str:
@@ -178,11 +164,9 @@ def _pipelined(
     conn: smtplib.SMTP,
     envelope: Envelope,
     message: bytes,
-    before_commit: Callable[[], None],
     while_waiting: Callable[[], None] | None,
-    after_dot: Callable[[], None] | None,
     opened: bool,
-    ahead: _Ahead | None,
+    commit: Callable[[bytes], None],
 ) -> dict[str, tuple[int, bytes]]:
     """The same transaction with MAIL, RCPT and DATA in one write (RFC 2920), or, if
     ``opened``, already written after the previous message."""
@@ -222,7 +206,7 @@ def _pipelined(
         raise smtplib.SMTPRecipientsRefused(refused)
     if data_code != 354:
         raise smtplib.SMTPDataError(data_code, data_reply)
-    _commit(conn, body, before_commit, after_dot, ahead)
+    commit(body)
     return refused
 
 
@@ -247,10 +231,11 @@ def _dot_stuffed(message: bytes) -> bytes:
 
 def _commit(
     conn: smtplib.SMTP,
-    body: bytes,
     before_commit: Callable[[], None],
     after_dot: Callable[[], None] | None,
-    ahead: _Ahead | None,
+    ahead: bytes,
+    said_ahead: Callable[[], None] | None,
+    body: bytes,
 ) -> None:
     """After the 354: the message, the hook, then its dot (and the next envelope, if any),
     then the server's verdict."""
@@ -265,13 +250,13 @@ def _commit(
         conn.close()
         raise
     # The dot, with the next envelope behind it in the same write.
-    conn.send(_DOT + ahead.commands if ahead is not None else _DOT)
-    if ahead is not None and ahead.said is not None:
-        ahead.said()
+    conn.send(_DOT + ahead)
+    if ahead and said_ahead is not None:
+        said_ahead()
     _run(conn, after_dot)
     code, reply = conn.getreply()
     if code != 250:
-        if ahead is None or code == 421:
+        if not ahead or code == 421:
             _abandon(conn, code)
         # Else no RSET: the dot ended this transaction whatever its reply (RFC 5321, 4.1.1.4),
         # and the next envelope's replies come next on the connection, for the next call.
