@@ -5,7 +5,8 @@ accepted, whose outcome was not yet written when its worker died, is sent again 
 lease runs out. With ``FLUSH_EVERY = 1`` (the default) an outcome is written before the next
 message is committed to its server, so one crash duplicates at most the message in flight.
 Outside a transaction, the write happens while the next message's SMTP exchange is under
-way (on a :class:`Writer` thread, or on PostgreSQL sent without waiting: ``pipelined``), and
+way (on a writer thread, ``outcome_writer``, or on PostgreSQL sent without waiting:
+``pipelined``), and
 :meth:`Batch.settle` (called just before that message's bytes and final dot) waits for it.
 A larger ``FLUSH_EVERY`` writes in bulk instead: fewer queries, and a window of that many
 messages.
@@ -14,18 +15,15 @@ messages.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from django.db import DatabaseError, close_old_connections, connection
 
-from . import sqlite_commits
 from .models import Message, Status
-from .recording import Outcome, record
+from .recording import Outcome, Share, can_record_together, record, record_together
 
 logger = logging.getLogger(__name__)
 
@@ -51,89 +49,6 @@ class OutcomeWriter(Protocol):
     def tidy(self) -> None: ...
     def settle(self) -> None: ...
     def close(self) -> None: ...
-
-
-class Writer:
-    """A thread that writes outcomes, with its own database connection.
-
-    Whatever is waiting when it comes round is written together, so under load the writes
-    group themselves without ever holding back the order the barrier needs.
-
-    The two threads meet through two queues and nothing else: the delivery thread puts
-    outcomes on one, the writer puts how many it has written (or failed to write) on the
-    other, and :meth:`settle` takes from that one only while something submitted is not yet
-    accounted for. A write the delivery thread does not have to wait for costs it no lock,
-    no condition and no wake-up (the barrier is the only place it ever blocks).
-    """
-
-    def __init__(self, batch: Batch) -> None:
-        self._write = batch.write_now
-        self._queue: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
-        self._done: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self._submitted = 0  # both counters belong to the delivery thread
-        self._settled = 0
-        self._error: BaseException | None = None  # set by the writer before it reports
-        self._thread = threading.Thread(target=self._run, name="mailroom-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, outcome: Outcome) -> None:
-        self._raise_error()
-        self._submitted += 1
-        self._queue.put(outcome)
-
-    def settle(self) -> None:
-        """Block until everything submitted is written; raise RecordingFailed if it was not."""
-        while self._settled < self._submitted:
-            self._settled += self._done.get()
-        self._raise_error()
-
-    def tidy(self) -> None:
-        """Nothing to do here: the thread finishes each write itself."""
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-    def _raise_error(self) -> None:
-        if self._error is not None:
-            raise RecordingFailed(str(self._error)) from self._error
-
-    def _run(self) -> None:
-        tuned: object = None
-        try:
-            while True:
-                item = self._queue.get()
-                if item is None:
-                    return
-                outcomes = [item]
-                while not self._queue.empty():
-                    more = self._queue.get()
-                    if more is None:
-                        self._queue.put(None)
-                        break
-                    outcomes.append(more)
-                try:
-                    if connection.vendor == "sqlite":
-                        tuned = _tune_sqlite(tuned)
-                    self._write(outcomes)
-                except BaseException as exc:
-                    logger.error("mailroom: outcomes could not be written: %s", exc)
-                    self._error = exc
-                finally:
-                    # Accounted for, written or not: settle() never waits for what is done.
-                    self._done.put(len(outcomes))
-        finally:
-            connection.close()
-
-
-def _tune_sqlite(tuned: object) -> object:
-    """Tune this thread's SQLite connection for a commit per outcome (``sqlite_commits``),
-    once per connection. Returns the connection tuned."""
-    connection.ensure_connection()
-    raw = connection.connection
-    if raw is not tuned:
-        sqlite_commits.tune(raw)
-    return raw
 
 
 class Batch:
@@ -222,6 +137,10 @@ class Batch:
         """Write ``outcomes`` on this thread's connection, retrying through an outage."""
         self._write(outcomes)
 
+    def share(self, outcomes: list[Outcome]) -> Share:
+        """``outcomes`` as :func:`recording.record_together` takes them with other batches'."""
+        return Share(outcomes, token=self.token, worker=self.worker, text_limit=self.text_limit)
+
     def _write(self, outcomes: list[Outcome]) -> None:
         with_db_retry(
             lambda: record(
@@ -252,6 +171,20 @@ class Batch:
             )
         )
         self._renewed_at = now
+
+
+def write_together(parts: Sequence[tuple[Batch, list[Outcome]]]) -> bool:
+    """Write several batches' outcomes in one transaction, retrying through an outage, if
+    :func:`recording.can_record_together` can. Returns False, having written nothing, if not.
+    """
+    shares = [batch.share(outcomes) for batch, outcomes in parts]
+    if not can_record_together(shares):
+        return False
+    clock = parts[0][0].clock
+    with_db_retry(lambda: record_together(shares, now=clock()))
+    for batch, outcomes in parts:
+        batch.written.extend(outcomes)
+    return True
 
 
 def with_db_retry(operation: Callable[[], T], *, budget: float = DB_RETRY_SECONDS) -> T:

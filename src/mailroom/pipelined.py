@@ -1,7 +1,7 @@
 """PostgreSQL: an outcome's write goes out at once; its acknowledgement is read at the barrier.
 
 With ``FLUSH_EVERY = 1`` every outcome must be committed before the next message is committed
-to its server (``batch``). On other databases a :class:`~mailroom.batch.Writer` thread does the
+to its server (``batch``). On other databases a writer thread (``outcome_writer``) does the
 write on a second connection meanwhile. On PostgreSQL with psycopg 3 no second thread is
 needed: libpq can send a statement and collect its result later, so the delivery thread sends
 the write of message *n* as soon as the server has taken it, goes on with the MAIL, RCPT and
@@ -56,7 +56,7 @@ class _InFlight:
 
 
 class PipelinedWriter:
-    """The :class:`~mailroom.batch.Writer` interface, for PostgreSQL, on the calling thread."""
+    """The ``batch.OutcomeWriter`` interface, for PostgreSQL, on the calling thread."""
 
     def __init__(self, batch: Batch) -> None:
         self._batch = batch

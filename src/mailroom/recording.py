@@ -66,6 +66,45 @@ def record(
     return attempts
 
 
+@dataclass(frozen=True)
+class Share:
+    """One batch's outcomes, to be written in one transaction with other batches'."""
+
+    outcomes: Sequence[Outcome]
+    token: str
+    worker: str
+    text_limit: int
+
+
+def can_record_together(shares: Sequence[Share]) -> bool:
+    """Whether :func:`record_together` can write ``shares``: on SQLite, outside a
+    transaction, every outcome a plain send (anything else takes the general path, a
+    transaction of its own per batch)."""
+    return (
+        connection.vendor == "sqlite"
+        and not connection.in_atomic_block
+        and all(is_plain_sent(o) for share in shares for o in share.outcomes)
+    )
+
+
+def record_together(shares: Sequence[Share], *, now: datetime) -> None:
+    """Write several batches' plain sends (see :func:`can_record_together`) in one commit:
+    the group commit of a process's delivery threads on SQLite (``outcome_writer``). Each
+    batch's UPDATE is fenced on its own claim token, as :func:`record` fences it."""
+    writes = [
+        (
+            [attempt_values(o, worker=s.worker, text_limit=s.text_limit) for o in s.outcomes],
+            [o.message.pk for o in s.outcomes],
+            s.token,
+        )
+        for s in shares
+    ]
+    moved = recording_sqlite.record_sent_many(writes, now=now)
+    for share, count in zip(shares, moved, strict=True):
+        made = signal_attempts(share.outcomes, worker=share.worker, text_limit=share.text_limit)
+        finish(share.outcomes, made, count, now=now)
+
+
 def prepare(outcomes: Sequence[Outcome], *, worker: str, text_limit: int) -> list[Attempt]:
     """The attempt rows to insert for ``outcomes`` (not saved)."""
     return [_attempt(o, worker=worker, text_limit=text_limit) for o in outcomes]

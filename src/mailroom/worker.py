@@ -31,9 +31,9 @@ from django.conf import settings
 from django.db import connection
 from django.utils.module_loading import import_string
 
-from . import pipelined
+from . import outcome_writer, pipelined
 from .backend_share import Judge, deliver_share
-from .batch import Batch, OutcomeWriter, Writer
+from .batch import Batch, OutcomeWriter
 from .claim_ahead import ClaimAhead, Claimed
 from .claiming import claim, reclaim_expired, release
 from .classification import Rule
@@ -351,17 +351,20 @@ def _writer_for_this_connection() -> Callable[[Batch], OutcomeWriter] | None:
     """How outcomes are written while the next message goes (None: before it goes).
 
     On PostgreSQL with psycopg 3, on this thread, sent without waiting (``pipelined``).
-    Elsewhere on a second connection, by a :class:`Writer` thread; on SQLite too: the
-    delivery thread writes nothing while the writer commits (it settles the writer first),
-    so the two never wait on SQLite's single write lock, and the commit's fsync overlaps the
-    next message's SMTP exchange. Inside a transaction (a test's, say) neither: a second
+    Elsewhere on a second connection, by a writer thread (``outcome_writer``): the batch's
+    own, or on SQLite the one every batch of the process shares. On SQLite the delivery
+    thread writes nothing while the writer commits (it settles the writer first), so the two
+    never wait on SQLite's single write lock, and the commit's fsync overlaps the next
+    message's SMTP exchange. Inside a transaction (a test's, say) neither: a second
     connection cannot see into it, and a write of its own could not commit on its own.
     """
     if connection.in_atomic_block:
         return None
     if pipelined.available():
         return PipelinedWriter
-    return Writer
+    if connection.vendor == "sqlite":
+        return outcome_writer.shared
+    return outcome_writer.private
 
 
 def _by_backend(rows: list[Message]) -> dict[str, list[Message]]:

@@ -1,4 +1,4 @@
-"""The SQLite writer thread (``batch.Writer``) and the delivery thread meet only at the barrier:
+"""The writer thread (``outcome_writer``) and the delivery thread meet only at the barrier:
 ``submit`` never waits, ``settle`` waits for everything submitted and surfaces a failed
 write as RecordingFailed, for that outcome and every later one."""
 
@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from django.db import DatabaseError, connection
 
-from mailroom.batch import RecordingFailed, Writer
+from mailroom.batch import RecordingFailed
+from mailroom.outcome_writer import private
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -20,7 +21,7 @@ pytestmark = [
 
 
 class FakeBatch:
-    """What a Writer needs of a Batch: ``write_now``, here recording what it was given."""
+    """What a writer thread needs of a Batch: ``write_now``, here recording what it was given."""
 
     def __init__(self, *, delay: float = 0.0, fail_on: object = None) -> None:
         self.delay = delay
@@ -41,7 +42,7 @@ class FakeBatch:
 
 def test_settle_waits_for_every_outcome_submitted() -> None:
     batch = FakeBatch(delay=0.005)
-    writer = Writer(batch)  # type: ignore[arg-type]
+    writer = private(batch)  # type: ignore[arg-type]
     try:
         for i in range(20):
             writer.submit(i)  # type: ignore[arg-type]
@@ -55,7 +56,7 @@ def test_settle_waits_for_every_outcome_submitted() -> None:
 def test_submit_never_waits_for_the_write_in_progress() -> None:
     batch = FakeBatch()
     batch.gate.clear()  # the writer is stuck in its first write
-    writer = Writer(batch)  # type: ignore[arg-type]
+    writer = private(batch)  # type: ignore[arg-type]
     try:
         started = time.monotonic()
         for i in range(3):
@@ -70,7 +71,7 @@ def test_submit_never_waits_for_the_write_in_progress() -> None:
 
 
 def test_settle_with_nothing_submitted_returns_at_once() -> None:
-    writer = Writer(FakeBatch())  # type: ignore[arg-type]
+    writer = private(FakeBatch())  # type: ignore[arg-type]
     try:
         writer.settle()
         writer.settle()
@@ -80,7 +81,7 @@ def test_settle_with_nothing_submitted_returns_at_once() -> None:
 
 def test_a_failed_write_is_raised_at_the_barrier_and_at_every_later_submit() -> None:
     batch = FakeBatch(fail_on=1)
-    writer = Writer(batch)  # type: ignore[arg-type]
+    writer = private(batch)  # type: ignore[arg-type]
     try:
         writer.submit(0)  # type: ignore[arg-type]
         writer.settle()
