@@ -99,6 +99,10 @@ def sendmail(
     """
     conn.ehlo_or_helo_if_needed()
     envelope = Envelope(from_addr, tuple(to_addrs), len(message))
+    # Every address quoted (and so checked) before anything is sent: one refused half-way
+    # through the RCPTs would leave the server in a transaction this call abandons.
+    for address in (from_addr, *envelope.to_addrs):
+        quoted(address)
     ahead = _ahead(conn, then, pipelining)
     commit = functools.partial(_commit, conn, before_commit, after_dot, ahead, said_then)
     if opened or pipelines(conn, envelope, pipelining=pipelining):
@@ -285,9 +289,17 @@ def _no_delay(conn: smtplib.SMTP) -> None:
 
 def quoted(address: str) -> str:
     """``smtplib.quoteaddr(address)``, without its cost for the common, plain address (which
-    quoteaddr returns unchanged in angle brackets: tests/unit/test_smtp_transaction.py)."""
+    quoteaddr returns unchanged in angle brackets: tests/unit/test_smtp_transaction.py).
+
+    Raises ValueError for an address with a line break, which quoteaddr would cut short
+    there ("a@x.org\r\nRSET" is "<a@x.org>"): the message would go to another address than
+    the one stored, without a word. (enqueue refuses such an address; a row written some
+    other way can still hold one.)
+    """
     if PLAIN_ADDR_SPEC.fullmatch(address):
         return f"<{address}>"
+    if "\r" in address or "\n" in address:
+        raise ValueError(f"the address {address!r} contains a line break")
     return _quoteaddr(address)
 
 

@@ -383,3 +383,32 @@ def test_a_message_bigger_than_the_inline_limit_is_read_when_sent_and_arrives_wh
 
 def _plain(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").rstrip(b"\n")
+
+
+@pytest.mark.parametrize(
+    ("field", "address"),
+    [
+        ("recipients", "bob@example.com\r\nRSET"),
+        ("recipients", "Bob <bob@example.com>\nRCPT TO:<eve@example.com>"),
+        ("from_email", "app@example.com\r\nRCPT TO:<eve@example.com>"),
+    ],
+)
+def test_an_address_with_a_line_break_fails_its_message_and_no_other(
+    smtp_server, run_send, field, address
+) -> None:
+    # enqueue refuses such an address; a row written some other way (by hand, by an import)
+    # must not reach the server with its address cut short at the line break, as
+    # smtplib.quoteaddr would cut it, nor as a command of its own.
+    rows = queue(3)
+    value = [address] if field == "recipients" else address
+    Message.objects.filter(pk=rows[1].pk).update(
+        **{field: value, **({"pending_recipients": value} if field == "recipients" else {})}
+    )
+    run_send()
+    bad = Message.objects.get(pk=rows[1].pk)
+    assert bad.status == Status.FAILED
+    assert "line break" in bad.reason
+    assert {r.status for r in Message.objects.exclude(pk=rows[1].pk)} == {Status.SENT}
+    assert smtp_server.count == 2
+    received = [a for m in smtp_server.messages for a in (*m.rcpt_tos, m.mail_from)]
+    assert not [a for a in received if "bob" in a or "eve" in a]
