@@ -72,6 +72,14 @@ class Member:
         """Leave the thread (the caller settled first); the last member to leave stops it."""
         self._thread.leave()
 
+    def failed(self, exc: BaseException) -> None:
+        """(The writer thread) the write of some of this member's outcomes failed."""
+        self._error = exc
+
+    def accounted(self, count: int) -> None:
+        """(The writer thread) ``count`` more outcomes are done with, written or not."""
+        self._done.put(count)
+
     def _raise_error(self) -> None:
         if self._error is not None:
             raise RecordingFailed(str(self._error)) from self._error
@@ -131,7 +139,7 @@ class WriterThread:
                 finally:
                     # Accounted for, written or not: settle() never waits for what is done.
                     for member, outcomes in parts.items():
-                        member._done.put(len(outcomes))
+                        member.accounted(len(outcomes))
         finally:
             connection.close()
 
@@ -156,7 +164,7 @@ def _write(parts: dict[Member, list[Outcome]]) -> None:
 def _failed(parts: dict[Member, list[Outcome]], exc: BaseException) -> None:
     logger.error("mailroom: outcomes could not be written: %s", exc)
     for member in parts:
-        member._error = exc
+        member.failed(exc)
 
 
 def _tune_sqlite(tuned: object) -> object:

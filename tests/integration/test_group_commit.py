@@ -98,12 +98,9 @@ def submit_during_a_commit(commits: Commits, batch_a: Batch, rows_a, batch_b: Ba
     return member_a, member_b
 
 
-def test_outcomes_of_two_batches_submitted_during_a_commit_share_the_next_one(
-    monkeypatch,
-) -> None:
-    commits = Commits(monkeypatch)
-    batch_a, rows_a = claimed_batch("a", 2)
-    batch_b, rows_b = claimed_batch("b", 1)
+def written_during_a_commit(commits: Commits, batch_a: Batch, rows_a, batch_b: Batch, rows_b):  # type: ignore[no-untyped-def]
+    """:func:`submit_during_a_commit`, then both batches settled and closed: a's first outcome
+    is a commit of its own, the two submitted meanwhile, from two batches, one commit."""
     member_a, member_b = submit_during_a_commit(commits, batch_a, rows_a, batch_b, rows_b)
     try:
         member_a.settle()
@@ -111,9 +108,16 @@ def test_outcomes_of_two_batches_submitted_during_a_commit_share_the_next_one(
     finally:
         member_a.close()
         member_b.close()
-    # a's first outcome alone, then the two submitted meanwhile, from two batches, in one
-    # commit, each batch with its own token.
     assert commits.tokens == [["a"], ["a", "b"]]
+
+
+def test_outcomes_of_two_batches_submitted_during_a_commit_share_the_next_one(
+    monkeypatch,
+) -> None:
+    commits = Commits(monkeypatch)
+    batch_a, rows_a = claimed_batch("a", 2)
+    batch_b, rows_b = claimed_batch("b", 1)
+    written_during_a_commit(commits, batch_a, rows_a, batch_b, rows_b)
     assert Message.objects.filter(status=Status.SENT, claimed_by="").count() == 3
     assert Attempt.objects.filter(verdict="sent").count() == 3
     assert [o.message.pk for o in batch_a.written] == [m.pk for m in rows_a]
@@ -127,19 +131,13 @@ def test_each_batch_is_fenced_on_its_own_token_within_the_shared_commit(monkeypa
     batch_b, rows_b = claimed_batch("b", 1)
     # b's lease was lost: another worker holds its message now.
     Message.objects.filter(pk=rows_b[0].pk).update(claimed_by="someone-else")
-    member_a, member_b = submit_during_a_commit(commits, batch_a, rows_a, batch_b, rows_b)
-    try:
-        member_a.settle()
-        member_b.settle()
-    finally:
-        member_a.close()
-        member_b.close()
-    assert commits.tokens == [["a"], ["a", "b"]]
+    written_during_a_commit(commits, batch_a, rows_a, batch_b, rows_b)
     assert set(Message.objects.filter(status=Status.SENT).values_list("pk", flat=True)) == {
         m.pk for m in rows_a
     }
     assert Message.objects.get(pk=rows_b[0].pk).claimed_by == "someone-else"
-    assert Attempt.objects.filter(message_id=rows_b[0].pk).exists() is not False
+    # Its attempt is kept all the same, as every write keeps it.
+    assert Attempt.objects.filter(message_id=rows_b[0].pk).exists()
 
 
 def test_a_failed_shared_commit_is_raised_at_every_batch_barrier(monkeypatch) -> None:
