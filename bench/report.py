@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.configs import BIG_SHAPES, ENQUEUE, REMOTE, SEND, big_configs
-from bench.suites import PICKUP_REPEATS
+from bench.suites import PICKUP_REPEATS, PICKUP_ROUNDS
 
 DB_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 SHAPE_NAMES = {
@@ -215,10 +215,11 @@ def _enqueue_table(suites: dict[str, Any], dbs: Sequence[str]) -> list[str]:
 
 def _pickup_tables(pickup: dict[str, Any], dbs: Sequence[str]) -> list[str]:
     lines = [
-        "mailroom: `claiming.claim()` of one batch of 100 (after one warm-up claim, the median "
-        f"of {PICKUP_REPEATS}, each released again), and the peak RSS of a fresh worker "
-        "process that claims "
-        "one batch and sends it to the sink.",
+        "mailroom: `claiming.claim()` of one batch of 100, each released again: the median "
+        f"of {PICKUP_REPEATS}, made in {PICKUP_ROUNDS} rounds over every depth (a database "
+        "per depth; one warm-up claim per round, not counted), so that the disk's slow "
+        "spells fall on all depths alike; and the peak RSS of a fresh worker process that "
+        "claims one batch and sends it to the sink.",
         "",
     ]
     depths = sorted({int(d) for db in dbs for d in pickup.get(db, {}).get("mailroom", {})})

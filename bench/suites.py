@@ -22,11 +22,15 @@ from bench.latency import LatencyProxy
 from bench.sink import Sink, check_count
 
 C = TypeVar("C", SendConfig, EnqueueConfig)
+T = TypeVar("T")
 
 #: A claim takes 10-15 ms at any depth and its time on SQLite is mostly the commit's fsync,
 #: which the shared machine's other work makes jumpy: the median of 31 holds still where the
-#: median of 9 moved by 20 % between runs.
-PICKUP_REPEATS = 31
+#: median of 9 moved by 20 % between runs. The claims are made in rounds, every depth in
+#: each (a database per depth), so that a slow spell of the disk falls on all depths alike
+#: rather than on whichever was measured then: 3 rounds of 11, one warm-up claim each.
+PICKUP_ROUNDS = 3
+PICKUP_REPEATS = 33
 PEER_PICKUP_REPEATS = 3
 #: The peers load their whole queue to pick a batch: measured up to this depth only.
 PEER_MAX_DEPTH = 100_000
@@ -37,7 +41,7 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def rotated(items: Sequence[C], round_no: int) -> list[C]:
+def rotated(items: Sequence[T], round_no: int) -> list[T]:
     order = list(items)
     k = round_no % len(order)
     return order[k:] + order[:k]
@@ -215,43 +219,77 @@ def pickup_suite(db: str, depths: Sequence[int], apps: Sequence[str]) -> Any:
     """Claim cost and worker memory as mailroom's queue grows (the peers' up to 100,000)."""
     out: dict[str, Any] = {}
     for app in apps:
+        if app == "mailroom":
+            out[app] = _mailroom_pickup(db, sorted(depths))
+            continue
         databases.recreate(app, db, PICKUP_TAG)
         run_child("common.migrate", app=app, db=db, tag=PICKUP_TAG)
         out[app] = {}
         try:
             for depth in sorted(depths):
-                if app != "mailroom" and depth > PEER_MAX_DEPTH:
+                if depth > PEER_MAX_DEPTH:
                     out[app][str(depth)] = {"skipped": f"peers measured up to {PEER_MAX_DEPTH:,}"}
                     continue
-                out[app][str(depth)] = _pickup_at(app, db, depth)
+                out[app][str(depth)] = _peer_pickup_at(app, db, depth)
         finally:
             databases.drop(app, db, PICKUP_TAG)
     return out
 
 
-def _pickup_at(app: str, db: str, depth: int) -> dict[str, Any]:
+def _peer_pickup_at(app: str, db: str, depth: int) -> dict[str, Any]:
     filled = run_child("pickup.fill", app=app, db=db, tag=PICKUP_TAG, depth=depth)
     log(f"  {app} queue at {filled['queued']:,} (filled in {filled['seconds']:.1f} s)")
-    if app != "mailroom":
-        peer = run_child(
-            "pickup.peer_pickup", app=app, db=db, tag=PICKUP_TAG, repeats=PEER_PICKUP_REPEATS
-        )
-        log(
-            f"  {app} pick-up at {depth:,}: {peer['seconds'] * 1000:.1f} ms, "
-            f"{peer['rss_mb']:.0f} MB"
-        )
-        return {
-            "fill_seconds": filled["seconds"],
-            "pickup_seconds": peer["seconds"],
-            "times": peer["times"],
-            "rss_mb": peer["rss_mb"],
-        }
-    claimed = run_child(
-        "pickup.mailroom_claim", app=app, db=db, tag=PICKUP_TAG, repeats=PICKUP_REPEATS
+    peer = run_child(
+        "pickup.peer_pickup", app=app, db=db, tag=PICKUP_TAG, repeats=PEER_PICKUP_REPEATS
     )
+    log(f"  {app} pick-up at {depth:,}: {peer['seconds'] * 1000:.1f} ms, {peer['rss_mb']:.0f} MB")
+    return {
+        "fill_seconds": filled["seconds"],
+        "pickup_seconds": peer["seconds"],
+        "times": peer["times"],
+        "rss_mb": peer["rss_mb"],
+    }
+
+
+def _mailroom_pickup(db: str, depths: Sequence[int]) -> dict[str, Any]:
+    """mailroom's queue filled to each depth in a database of its own, then claims made in
+    :data:`PICKUP_ROUNDS` rounds over every depth (order rotated), then one batch sent at each
+    depth by a fresh worker for its memory."""
+    app = "mailroom"
+    tags = {depth: f"{PICKUP_TAG}{depth}" for depth in depths}
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        for depth, tag in tags.items():
+            databases.recreate(app, db, tag)
+            run_child("common.migrate", app=app, db=db, tag=tag)
+            filled = run_child("pickup.fill", app=app, db=db, tag=tag, depth=depth)
+            log(f"  {app} queue at {filled['queued']:,} (filled in {filled['seconds']:.1f} s)")
+            out[str(depth)] = {"fill_seconds": filled["seconds"], "times": []}
+        per_round = PICKUP_REPEATS // PICKUP_ROUNDS
+        for r in range(PICKUP_ROUNDS):
+            for depth in rotated(depths, r):
+                claimed = run_child(
+                    "pickup.mailroom_claim", app=app, db=db, tag=tags[depth], repeats=per_round
+                )
+                out[str(depth)]["times"] += claimed["times"]
+        for depth, tag in tags.items():
+            result = out[str(depth)]
+            result["claim_seconds"] = statistics.median(result["times"])
+            result.update(_batch_memory(db, tag, depth))
+            log(
+                f"  mailroom claim at {depth:,}: {result['claim_seconds'] * 1000:.2f} ms; one "
+                f"batch sent by a fresh worker: peak {result['rss_mb']:.1f} MB"
+            )
+    finally:
+        for tag in tags.values():
+            databases.drop(app, db, tag)
+    return out
+
+
+def _batch_memory(db: str, tag: str, depth: int) -> dict[str, Any]:
     with Sink() as sink:
         batch = run_child(
-            "pickup.mailroom_batch_memory", app=app, db=db, tag=PICKUP_TAG, port=sink.port
+            "pickup.mailroom_batch_memory", app="mailroom", db=db, tag=tag, port=sink.port
         )
         stats = sink.stop()
     # The clones share one Message-ID, so the sink sees them as duplicates of each other.
@@ -260,14 +298,7 @@ def _pickup_at(app: str, db: str, depth: int) -> dict[str, Any]:
     )
     if batch["sent"] != 100:
         raise AssertionError(f"mailroom sent {batch['sent']} of a batch of 100 at {depth}")
-    log(
-        f"  mailroom claim at {depth:,}: {claimed['seconds'] * 1000:.2f} ms; one batch sent "
-        f"by a fresh worker: peak {batch['rss_mb']:.1f} MB"
-    )
     return {
-        "fill_seconds": filled["seconds"],
-        "claim_seconds": claimed["seconds"],
-        "times": claimed["times"],
         "batch_seconds": batch["seconds"],
         "rss_mb": batch["rss_mb"],
         "rss_before_mb": batch["rss_before_mb"],
