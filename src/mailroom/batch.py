@@ -6,8 +6,8 @@ lease runs out. With ``FLUSH_EVERY = 1`` (the default) an outcome is written bef
 message is committed to its server, so one crash duplicates at most the message in flight.
 Outside a transaction, the write happens while the next message's SMTP exchange is under
 way (on a writer thread, ``outcome_writer``, or on PostgreSQL sent without waiting:
-``pipelined``), and
-:meth:`Batch.settle` (called just before that message's bytes and final dot) waits for it.
+``pipelined``), and :meth:`Batch.settle` (called just before that message's final dot)
+waits for it.
 A larger ``FLUSH_EVERY`` writes in bulk instead: fewer queries, and a window of that many
 messages.
 """
