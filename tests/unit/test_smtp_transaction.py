@@ -5,7 +5,7 @@ from __future__ import annotations
 import smtplib
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from mailroom.compat import PLAIN_ADDR_SPEC
@@ -26,8 +26,18 @@ def test_plain_addresses_are_quoted_as_smtplib_quotes_them(local: str, domain: s
 
 
 @given(st.text(max_size=40))
-def test_any_string_is_quoted_as_smtplib_quotes_it(address: str) -> None:
-    assert quoted(address) == smtplib.quoteaddr(address)
+@example("a@x.org\r\nRSET")
+@example("Ann <ann@example.com>\nRCPT TO:<eve@example.com>")
+@example("\r")
+def test_any_string_is_quoted_as_smtplib_quotes_it_but_a_line_break_is_refused(
+    address: str,
+) -> None:
+    if "\r" in address or "\n" in address:
+        # smtplib would cut the address short at the break: another address, said nowhere.
+        with pytest.raises(ValueError, match="line break"):
+            quoted(address)
+    else:
+        assert quoted(address) == smtplib.quoteaddr(address)
 
 
 @pytest.mark.parametrize(
