@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from django.db import connection
@@ -86,12 +87,21 @@ class Member:
 
 
 class WriterThread:
-    """A thread with its own database connection, writing the outcomes of its members."""
+    """A thread with its own database connection, writing the outcomes of its members.
 
-    def __init__(self) -> None:
+    ``lock`` guards the count of members; ``on_last`` is called under it when the last one
+    leaves, before the thread stops.
+    """
+
+    def __init__(
+        self,
+        lock: threading.Lock | threading.RLock | None = None,
+        on_last: Callable[[WriterThread], None] | None = None,
+    ) -> None:
         self._queue: queue.SimpleQueue[tuple[Member, Outcome] | None] = queue.SimpleQueue()
         self._members = 0
-        self._lock = threading.Lock()
+        self._lock = lock or threading.Lock()
+        self._on_last = on_last
         self._thread = threading.Thread(target=self._run, name="mailroom-writer", daemon=True)
         self._thread.start()
 
@@ -107,12 +117,11 @@ class WriterThread:
         with self._lock:
             self._members -= 1
             last = self._members == 0
+            if last and self._on_last is not None:
+                self._on_last(self)
         if last:
-            self._stop()
-
-    def _stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+            self._queue.put(None)
+            self._thread.join()
 
     def _run(self) -> None:
         tuned: object = None
@@ -182,7 +191,9 @@ def private(batch: Batch) -> Member:
     return WriterThread().join(batch)
 
 
-_shared_lock = threading.Lock()
+#: Held while a batch joins the shared thread and while its last member leaves it, so that a
+#: batch never joins a thread that is about to stop. Reentrant: shared() joins under it.
+_shared_lock = threading.RLock()
 _shared: WriterThread | None = None
 
 
@@ -191,25 +202,12 @@ def shared(batch: Batch) -> Member:
     batch starts it, the last one to close stops it (and its connection)."""
     global _shared
     with _shared_lock:
-        thread = _shared
-        if thread is None:
-            thread = _shared = _SharedThread()
-        return thread.join(batch)
+        if _shared is None:
+            _shared = WriterThread(_shared_lock, _forget)
+        return _shared.join(batch)
 
 
-class _SharedThread(WriterThread):
-    def join(self, batch: Batch) -> Member:
-        # Called under _shared_lock, as leave() takes it: a batch never joins a thread that
-        # its last member has just decided to stop.
-        self._members += 1
-        return Member(self, batch)
-
-    def leave(self) -> None:
-        global _shared
-        with _shared_lock:
-            self._members -= 1
-            last = self._members == 0
-            if last and _shared is self:
-                _shared = None
-        if last:
-            self._stop()
+def _forget(thread: WriterThread) -> None:
+    global _shared
+    if _shared is thread:
+        _shared = None

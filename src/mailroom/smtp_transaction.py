@@ -99,15 +99,16 @@ def sendmail(
     """
     conn.ehlo_or_helo_if_needed()
     envelope = Envelope(from_addr, tuple(to_addrs), len(message))
-    # Every address quoted (and so checked) before anything is sent: one refused half-way
-    # through the RCPTs would leave the server in a transaction this call abandons.
-    for address in (from_addr, *envelope.to_addrs):
-        quoted(address)
     ahead = _ahead(conn, then, pipelining)
     commit = functools.partial(_commit, conn, before_commit, after_dot, ahead, said_then)
     if opened or pipelines(conn, envelope, pipelining=pipelining):
         return _pipelined(conn, envelope, message, while_waiting, opened, commit)
     mail = _mail_args(conn, envelope)
+    # Every recipient quoted (and so checked: quoted refuses a line break) before anything is
+    # sent: one refused half-way through the RCPTs would leave the server in a transaction
+    # this call abandons. (A pipelined group is made whole before it is sent, and an
+    # envelope sent ahead was made whole by the call before.)
+    rcpts = [f"TO:{quoted(address)}" for address in to_addrs]
     # conn.mail(), with the wait for its reply put to use.
     conn.putcmd("mail", mail)
     _run(conn, while_waiting)
@@ -118,9 +119,9 @@ def sendmail(
         _abandon(conn, code)
         raise smtplib.SMTPSenderRefused(code, reply, from_addr)
     refused: dict[str, tuple[int, bytes]] = {}
-    for address in to_addrs:
+    for address, rcpt in zip(to_addrs, rcpts, strict=True):
         # conn.rcpt(), with the address quoted once per process rather than once per message.
-        conn.putcmd("rcpt", f"TO:{quoted(address)}")
+        conn.putcmd("rcpt", rcpt)
         code, reply = conn.getreply()
         if code not in (250, 251):
             refused[address] = (code, reply)
