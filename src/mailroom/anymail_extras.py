@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from django.core.mail import EmailMessage
+from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.utils.functional import Promise
 
 from mailroom.exceptions import SerializationError, UndecodableMessage
@@ -38,6 +38,9 @@ ANYMAIL_ATTRIBUTES = (
     "send_at",
 )
 
+
+_NAMES = frozenset(ANYMAIL_ATTRIBUTES)
+_DJANGO_CLASSES = (EmailMessage, EmailMultiAlternatives)
 
 _ABSENT = object()
 
@@ -64,6 +67,10 @@ def encode(message: EmailMessage) -> dict[str, Any]:
     """The anymail attributes set on ``message``, as JSON (SerializationError if one cannot
     be stored: JSON is all a row holds)."""
     extras: dict[str, Any] = {}
+    if type(message) in _DJANGO_CLASSES and _NAMES.isdisjoint(vars(message)):
+        # Django's classes define none of these names: unset on the instance, none is set
+        # (a dozen failed attribute lookups saved on every message enqueued).
+        return extras
     for name in ANYMAIL_ATTRIBUTES:
         value = getattr(message, name, _ABSENT)
         if _is_unset(value):

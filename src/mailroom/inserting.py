@@ -134,12 +134,13 @@ def _contents(rows: Sequence[Message]) -> list[MessageContent]:
 
 
 def _saved_contents(rows: Sequence[Message]) -> None:
+    alias = connection.alias  # looked up once: each lookup goes through a context-local
     for row in rows:
         content = contents.attached(row)
         assert content is not None
         content.message_id = row.pk
         content._state.adding = False
-        content._state.db = connection.alias
+        content._state.db = alias
 
 
 def _bulk_create(rows: Sequence[Message]) -> list[Message]:
@@ -223,10 +224,11 @@ def _documents(rows: list[str]) -> list[str]:
 
 
 def _saved(rows: Sequence[Message], ids: Sequence[int]) -> list[Message]:
+    alias = connection.alias
     for message, pk in zip(rows, ids, strict=True):
         message.pk = pk
         message._state.adding = False
-        message._state.db = connection.alias
+        message._state.db = alias
     return list(rows)
 
 

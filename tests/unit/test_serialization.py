@@ -423,8 +423,9 @@ def test_unset_anymail_attributes_are_not_stored() -> None:
     assert "tags" not in vars(round_trip(make_message(EmailMessage)))
 
 
-def test_anymail_attributes_on_a_plain_email_message_round_trip() -> None:
-    message = make_message(EmailMessage)
+@pytest.mark.parametrize("cls", [EmailMessage, EmailMultiAlternatives])
+def test_anymail_attributes_on_a_plain_email_message_round_trip(cls: type[EmailMessage]) -> None:
+    message = make_message(cls)
     message.tags = ["plain"]
     message.metadata = {"k": "v"}
     rebuilt = round_trip(message)
