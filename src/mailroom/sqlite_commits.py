@@ -18,11 +18,31 @@ file or what any other connection does:
   write the file as before; it stays beside the database as ``<name>-journal``.
 
 Every other mode (PERSIST, MEMORY, OFF, an in-memory database) is left as it is.
+
+:func:`advice` is what ``mailroom worker`` says at its start about the file's mode: in a
+rollback journal each sent message waits for the disk, and WAL is the owner's to choose.
 """
 
 from __future__ import annotations
 
 import sqlite3
+
+#: The modes whose commit waits for the disk several times (four fdatasync calls in DELETE).
+_ROLLBACK_JOURNALS = frozenset({"delete", "truncate", "persist"})
+
+
+def advice(raw: sqlite3.Connection) -> str | None:
+    """A line for someone starting a worker on ``raw``'s file, if its journal mode holds
+    sending back: the rollback journals. None in any other mode (WAL, an in-memory database)."""
+    (mode,) = raw.execute("PRAGMA journal_mode").fetchone()
+    mode = str(mode).lower()
+    if mode not in _ROLLBACK_JOURNALS:
+        return None
+    return (
+        f"SQLite's {mode} journal: each message sent waits for a commit that syncs the disk "
+        "several times; WAL mode makes that commit far cheaper "
+        '("init_command": "PRAGMA journal_mode=WAL", see docs/workers.md)'
+    )
 
 
 def tune(raw: sqlite3.Connection) -> str:

@@ -56,6 +56,21 @@ def test_sigterm_finishes_the_message_in_flight_and_returns_the_rest(
     assert Message.objects.filter(status=Status.QUEUED, attempts=0).count() == 30 - sent
 
 
+def test_on_sqlite_in_a_rollback_journal_the_worker_says_so_at_its_start(spawn_worker) -> None:
+    # The test database is a file in SQLite's default journal (DELETE); other databases
+    # have nothing to say.
+    worker = spawn_worker()
+    worker.wait_started()
+    worker.terminate()
+    assert worker.wait(30) == 0, worker.output
+    said = [line for line in worker.output.splitlines() if "PRAGMA journal_mode=WAL" in line]
+    if connection.vendor == "sqlite":
+        assert said, worker.output
+        assert said[0].startswith("mailroom worker: SQLite's delete journal: "), said
+    else:
+        assert not said, worker.output
+
+
 def test_a_second_signal_exits_at_once(spawn_worker, smtp_server) -> None:
     smtp_server.script.data_delay = 20  # a message in flight that would take 20 s
     queue(1)

@@ -66,3 +66,16 @@ def test_inside_a_transaction_nothing_changes(tmp_path: Path) -> None:
     writer.execute("INSERT INTO t VALUES (1)")
     assert sqlite_commits.tune(writer) == "delete"
     writer.execute("COMMIT")
+
+
+@pytest.mark.parametrize("mode", [None, "TRUNCATE", "PERSIST"])
+def test_advice_in_a_rollback_journal_points_to_wal(tmp_path: Path, mode: str | None) -> None:
+    advice = sqlite_commits.advice(connect(tmp_path / "q.sqlite3", mode))
+    assert advice is not None
+    assert f"SQLite's {(mode or 'delete').lower()} journal" in advice
+    assert "PRAGMA journal_mode=WAL" in advice
+
+
+def test_no_advice_in_wal_or_in_memory(tmp_path: Path) -> None:
+    assert sqlite_commits.advice(connect(tmp_path / "q.sqlite3", "WAL")) is None
+    assert sqlite_commits.advice(sqlite3.connect(":memory:")) is None

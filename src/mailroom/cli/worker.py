@@ -12,7 +12,9 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, connection
 
+from mailroom import sqlite_commits
 from mailroom.runner import Worker
 from mailroom.supervisor import Supervisor
 
@@ -82,6 +84,9 @@ def run(
     serve_metrics = (
         None if metrics_port is None else _metrics_server(metrics_port, metrics_addr, processes)
     )
+    hint = sqlite_hint()
+    if hint:
+        say(f"mailroom worker: {hint}")
 
     def make_worker(number: int = 0, *, supervised: bool = False) -> Worker:
         if serve_metrics is not None:
@@ -110,6 +115,18 @@ def run(
         ).run()
     if code:
         raise CommandError("mailroom worker: did not stop cleanly", returncode=code)
+
+
+def sqlite_hint() -> str | None:
+    """On SQLite, what the file's journal mode means for sending (``sqlite_commits.advice``).
+    Nothing if the database cannot be reached: the worker waits for it, and says so itself."""
+    if connection.vendor != "sqlite":
+        return None
+    try:
+        connection.ensure_connection()
+        return sqlite_commits.advice(connection.connection)
+    except DatabaseError:
+        return None
 
 
 def _metrics_server(port: int, addr: str, processes: int) -> Callable[[int], str]:
