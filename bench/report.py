@@ -216,7 +216,7 @@ def _cpu_table(suites: dict[str, Any], dbs: Sequence[str], keys: Sequence[str]) 
     parts = ("client", "database", "sink")
     header = ["configuration"]
     for db in dbs:
-        header += [f"{DB_NAMES[db]} {part}" for part in ("app", "database", "sink")]
+        header += [f"{DB_NAMES[db]} {part}" for part in ("app", "database", "sink", "CPUs busy")]
     rows = []
     for key in keys:
         rowset = [suites.get(db, {}).get("summary", {}).get(key) for db in dbs]
@@ -227,6 +227,9 @@ def _cpu_table(suites: dict[str, Any], dbs: Sequence[str], keys: Sequence[str]) 
         for r in rowset:
             cpu = (r or {}).get("cpu_us_per_message", {})
             row += [f"{cpu[p]:.0f}" if p in cpu else "—" for p in parts]
+            # CPU per message times messages per second: how many CPUs the three kept busy.
+            busy = sum(cpu[p] for p in parts if p in cpu) * (r or {}).get("rate", 0) / 1e6
+            row.append(f"{busy:.2f}" if cpu and busy else "—")
         rows.append(row)
     return _table(header, rows)
 
@@ -386,7 +389,10 @@ def markdown(results: dict[str, Any]) -> str:
             "Microseconds of CPU per message sent, medians over rounds: the sending process "
             "(with its child processes), the database server (PostgreSQL: all its processes; "
             "SQLite runs inside the sending process) and the sink. The machine has "
-            f"{env['cpus']} CPUs for all three.",
+            f"{env['cpus']} CPUs for all three. CPUs busy: the three together times the "
+            f"median rate, how many of those CPUs the configuration kept busy ({env['cpus']}: "
+            "the CPUs were the limit; less: something else was, a round trip, a lock, the "
+            "disk).",
             "",
         ]
         lines += _cpu_table(results["send"], dbs, [c.key for c in SEND])
