@@ -71,13 +71,18 @@ def drop(app: str, db: str, tag: str = "") -> None:
     """Remove ``app``'s database (a million-row queue takes a gigabyte of disk)."""
     name = database_name(app, db, tag)
     if db == "sqlite":
-        for suffix in ("", "-journal", "-wal", "-shm"):
-            if os.path.exists(name + suffix):
-                os.remove(name + suffix)
+        remove_sqlite_file(name)
         return
     result = _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     if result.returncode != 0:
         raise RuntimeError(f"cannot drop PostgreSQL database {name}: {result.stderr.strip()}")
+
+
+def remove_sqlite_file(path: str) -> None:
+    """Remove the SQLite database at ``path`` and its journal, WAL and shared-memory files."""
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
 
 
 def postgres_version() -> str:

@@ -13,13 +13,14 @@ benchmark's databases: in the rollback journal as the writer's connection runs i
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import statistics
 import tempfile
 import time
 from typing import Any
+
+from bench.databases import remove_sqlite_file
 
 MODES = {
     "rollback": ("TRUNCATE", "FULL"),
@@ -32,7 +33,7 @@ def commit_times(mode: str, commits: int = COMMITS) -> list[float]:
     """Seconds taken by each of ``commits`` outcome-shaped commits in ``mode`` (a MODES key)."""
     journal, synchronous = MODES[mode]
     path = os.path.join(tempfile.gettempdir(), f"mailroom_bench_disk_{mode}.sqlite3")
-    _remove(path)
+    remove_sqlite_file(path)
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute(f"PRAGMA journal_mode = {journal}")
@@ -59,7 +60,7 @@ def commit_times(mode: str, commits: int = COMMITS) -> list[float]:
         return times
     finally:
         db.close()
-        _remove(path)
+        remove_sqlite_file(path)
 
 
 def probe(commits: int = COMMITS) -> dict[str, Any]:
@@ -84,9 +85,3 @@ def merge(samples: list[dict[str, Any]]) -> dict[str, Any]:
         }
         for mode in MODES
     }
-
-
-def _remove(path: str) -> None:
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path + suffix)

@@ -16,9 +16,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from django.core.mail import EmailMessage, EmailMultiAlternatives
+from django.core.mail import EmailMessage
 from django.utils.functional import Promise
 
+from mailroom.compat import DJANGO_MESSAGE_CLASSES
 from mailroom.exceptions import SerializationError, UndecodableMessage
 from mailroom.payload_checks import field, item
 
@@ -40,7 +41,6 @@ ANYMAIL_ATTRIBUTES = (
 
 
 _NAMES = frozenset(ANYMAIL_ATTRIBUTES)
-_DJANGO_CLASSES = (EmailMessage, EmailMultiAlternatives)
 
 _ABSENT = object()
 
@@ -67,7 +67,7 @@ def encode(message: EmailMessage) -> dict[str, Any]:
     """The anymail attributes set on ``message``, as JSON (SerializationError if one cannot
     be stored: JSON is all a row holds)."""
     extras: dict[str, Any] = {}
-    if type(message) in _DJANGO_CLASSES and _NAMES.isdisjoint(vars(message)):
+    if type(message) in DJANGO_MESSAGE_CLASSES and _NAMES.isdisjoint(vars(message)):
         # Django's classes define none of these names: unset on the instance, none is set
         # (a dozen failed attribute lookups saved on every message enqueued).
         return extras

@@ -13,13 +13,18 @@ from typing import Any
 
 import django
 from django.conf import settings
-from django.core.mail import EmailMessage
+from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.mail.backends import smtp
 
 from .rendering import render_simple
 
 DJANGO_6 = django.VERSION >= (6, 0)
 HAS_MAILERS = django.VERSION >= (6, 1)
+
+#: Django's own message classes. An instance of exactly one of these (not of a subclass) has
+#: no copy hook and no class attribute of django-anymail's names, which lets enqueue take
+#: shortcuts with it.
+DJANGO_MESSAGE_CLASSES = (EmailMessage, EmailMultiAlternatives)
 
 
 def mailers_configured() -> bool:

@@ -16,7 +16,7 @@ from datetime import datetime
 from email.utils import formatdate, make_msgid
 from typing import Any
 
-from django.core.mail import EmailMessage, EmailMultiAlternatives
+from django.core.mail import EmailMessage
 from django.core.mail.utils import DNS_NAME
 from django.utils import timezone
 from django.utils.encoding import force_str
@@ -253,16 +253,13 @@ def _pin_identity(message: EmailMessage, date: str) -> EmailMessage:
     return pinned
 
 
-#: Django's own message classes: no copy hook (``__copy__``, ``__reduce_ex__``...) and no
-#: ``__slots__``, so a shallow copy is a new instance sharing the same attribute values.
-_PLAIN_CLASSES = (EmailMessage, EmailMultiAlternatives)
-
-
 def _shallow_copy(message: EmailMessage) -> EmailMessage:
     """``copy.copy(message)``; for Django's own classes without copy's search for how to copy
-    (measured: 0.4 against 1.8 microseconds a message)."""
+    (measured: 0.4 against 1.8 microseconds a message). They define no copy hook
+    (``__copy__``, ``__reduce_ex__``...) and no ``__slots__``: a shallow copy is a new instance
+    sharing the same attribute values."""
     cls = type(message)
-    if cls not in _PLAIN_CLASSES:
+    if cls not in compat.DJANGO_MESSAGE_CLASSES:
         return copy.copy(message)
     pinned = cls.__new__(cls)
     pinned.__dict__.update(message.__dict__)
