@@ -34,6 +34,17 @@ def _sqlite_only(db: str) -> str | None:
     return None if db == "sqlite" else "SQLite only"
 
 
+def _outcome_log(db: str) -> str | None:
+    """None if this mailroom can turn SQLite's outcome log off and ``db`` is SQLite."""
+    from mailroom import conf
+
+    if db != "sqlite":
+        return "SQLite only"
+    if "SQLITE_OUTCOME_LOG" not in conf.DEFAULTS:
+        return "not applicable (this mailroom has no SQLITE_OUTCOME_LOG setting)"
+    return None
+
+
 def _flush_every(db: str) -> str | None:
     """None if this mailroom has the FLUSH_EVERY setting, else why the row is not measured."""
     from mailroom import conf
@@ -111,6 +122,15 @@ SEND = (
         send="send.mailroom_send",
         env={"BENCH_FLUSH_EVERY": "100"},
         unavailable=_flush_every,
+    ),
+    SendConfig(
+        key="mailroom-send-commit-each",
+        name="mailroom send (1 process), SQLITE_OUTCOME_LOG=False (a database commit per message)",
+        app="mailroom",
+        prepare="send.prepare_mailroom",
+        send="send.mailroom_send",
+        env={"BENCH_SQLITE_OUTCOME_LOG": "0"},
+        unavailable=_outcome_log,
     ),
     SendConfig(
         key="mailroom-send-wal",

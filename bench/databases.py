@@ -79,10 +79,12 @@ def drop(app: str, db: str, tag: str = "") -> None:
 
 
 def remove_sqlite_file(path: str) -> None:
-    """Remove the SQLite database at ``path`` and its journal, WAL and shared-memory files."""
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
+    """Remove the SQLite database at ``path`` and its journal, WAL and shared-memory files,
+    and mailroom's outcome log beside it with its own."""
+    for base in (path, path + "-mailroom-log"):
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            if os.path.exists(base + suffix):
+                os.remove(base + suffix)
 
 
 def postgres_version() -> str:

@@ -22,6 +22,8 @@ for key in ("LEASE", "FLUSH_EVERY", "POLL_INTERVAL", "BATCH_SIZE"):
         MAILROOM[key] = float(os.environ[f"MAILROOM_WORKER_{key}"])
         if key in ("FLUSH_EVERY", "BATCH_SIZE"):
             MAILROOM[key] = int(MAILROOM[key])
+if "MAILROOM_WORKER_SQLITE_OUTCOME_LOG" in os.environ:
+    MAILROOM["SQLITE_OUTCOME_LOG"] = os.environ["MAILROOM_WORKER_SQLITE_OUTCOME_LOG"] == "True"
 if "MAILROOM_WORKER_RATE_LIMIT" in os.environ:
     MAILROOM["BACKENDS"]["default"]["RATE_LIMIT"] = os.environ["MAILROOM_WORKER_RATE_LIMIT"]
 

@@ -22,6 +22,10 @@ MAILROOM = {
 # Unset: mailroom's default. A configuration may ask for outcomes written in bulk.
 if os.environ.get("BENCH_FLUSH_EVERY"):
     MAILROOM["FLUSH_EVERY"] = int(os.environ["BENCH_FLUSH_EVERY"])
+# Unset: mailroom's default (on SQLite in a rollback journal, sends noted in the outcome log).
+# "0": a database commit per message.
+if os.environ.get("BENCH_SQLITE_OUTCOME_LOG"):
+    MAILROOM["SQLITE_OUTCOME_LOG"] = os.environ["BENCH_SQLITE_OUTCOME_LOG"] == "1"
 # Unset: mailroom's default (pipelining where the server offers it). "0": one command at a
 # time, what mailroom does with a server that does not offer PIPELINING.
 if os.environ.get("BENCH_SMTP_PIPELINING"):

@@ -34,7 +34,7 @@ from django.db.models.expressions import Col
 from django.db.models.functions import Length
 from django.db.models.signals import post_init, pre_init
 
-from . import contents, pg_binary
+from . import contents, logged_writer, pg_binary
 from .models import Message, MessageContent, MessageQuerySet, Status
 
 #: A claimed message's MIME bytes come with the claim up to this size. A bigger message's
@@ -334,8 +334,11 @@ def reclaim_expired(now: datetime) -> int:
     """Return messages whose lease ran out (their worker died) to the queue.
 
     Whether such a message reached its server is unknown, so it will be sent again: the
-    at-least-once window. Its pinned Message-ID lets receivers drop the duplicate.
+    at-least-once window. Its pinned Message-ID lets receivers drop the duplicate. On SQLite,
+    the sends such a worker noted in its outcome log are written down first and not sent again
+    (``logged_writer.recover``).
     """
+    logged_writer.recover(now)
     return Message.objects.lease_expired(now).update(
         status=Status.QUEUED,
         claimed_by="",

@@ -61,6 +61,11 @@ DEFAULTS: Mapping[str, Any] = {
     # crashed worker can duplicate at most the message in flight. Larger: faster, in bulk,
     # and a crash may send up to that many messages twice.
     "FLUSH_EVERY": 1,
+    # On a SQLite file in a rollback journal, with FLUSH_EVERY = 1: note each sent message in
+    # a WAL file of mailroom's own beside the database (outcome_log) and write the outcomes to
+    # the database once per batch, instead of a database commit, and its disk syncs, per
+    # message. False: a database commit per message.
+    "SQLITE_OUTCOME_LOG": True,
     # The long-running worker looks for due mail at least this often (seconds). On
     # PostgreSQL it is also woken at once by a NOTIFY when mail is queued.
     "POLL_INTERVAL": 1.0,
@@ -110,6 +115,7 @@ class MailroomSettings:
     error_text_limit: int
     prerender: bool
     flush_every: int
+    sqlite_outcome_log: bool
     poll_interval: float
     auto_suppress: bool
 
@@ -181,6 +187,7 @@ def get_settings() -> MailroomSettings:
         error_text_limit=int(raw["ERROR_TEXT_LIMIT"]),
         prerender=bool(raw["PRERENDER"]),
         flush_every=int(raw["FLUSH_EVERY"]),
+        sqlite_outcome_log=bool(raw["SQLITE_OUTCOME_LOG"]),
         poll_interval=_seconds(raw["POLL_INTERVAL"]),
         auto_suppress=bool(raw["AUTO_SUPPRESS"]),
     )

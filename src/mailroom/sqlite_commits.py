@@ -34,8 +34,7 @@ _ROLLBACK_JOURNALS = frozenset({"delete", "truncate", "persist"})
 def advice(raw: sqlite3.Connection) -> str | None:
     """A line for someone starting a worker on ``raw``'s file, if its journal mode holds
     sending back: the rollback journals. None in any other mode (WAL, an in-memory database)."""
-    (mode,) = raw.execute("PRAGMA journal_mode").fetchone()
-    mode = str(mode).lower()
+    mode = journal_mode(raw)
     if mode not in _ROLLBACK_JOURNALS:
         return None
     return (
@@ -45,13 +44,23 @@ def advice(raw: sqlite3.Connection) -> str | None:
     )
 
 
+def journal_mode(raw: sqlite3.Connection) -> str:
+    """The journal mode ``raw`` runs in, lower-cased."""
+    (mode,) = raw.execute("PRAGMA journal_mode").fetchone()
+    return str(mode).lower()
+
+
+def in_rollback_journal(raw: sqlite3.Connection) -> bool:
+    """Whether ``raw`` commits through a rollback journal (DELETE, TRUNCATE, PERSIST)."""
+    return journal_mode(raw) in _ROLLBACK_JOURNALS
+
+
 def tune(raw: sqlite3.Connection) -> str:
     """Tune ``raw`` (the writer's own connection) for one commit per message.
 
     Returns the journal mode the connection runs in afterwards, lower-cased.
     """
-    (mode,) = raw.execute("PRAGMA journal_mode").fetchone()
-    mode = str(mode).lower()
+    mode = journal_mode(raw)
     if mode == "wal":
         # synchronous is never relaxed in a rollback-journal mode, where it could corrupt
         # the file.

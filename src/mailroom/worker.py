@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils.module_loading import import_string
 
-from . import outcome_writer, pipelined
+from . import logged_writer, outcome_writer, pipelined
 from .backend_share import Judge, deliver_share
 from .batch import Batch, OutcomeWriter
 from .claim_ahead import ClaimAhead, Claimed
@@ -40,6 +40,7 @@ from .classification import Rule
 from .conf import get_settings
 from .delivery import DeliverySession
 from .loading import load_payloads
+from .logged_writer import LoggedWriter
 from .models import BackendState, Message
 from .pipelined import PipelinedWriter
 from .ratelimit import Rate
@@ -362,6 +363,8 @@ def _writer_for_this_connection() -> Callable[[Batch], OutcomeWriter] | None:
         return None
     if pipelined.available():
         return PipelinedWriter
+    if logged_writer.available():
+        return LoggedWriter
     if connection.vendor == "sqlite":
         return outcome_writer.shared
     return outcome_writer.private

@@ -44,7 +44,15 @@ def attempt_for(message: Message) -> Attempt:
     )
 
 
-def test_mailroom_send_writes_each_sent_message_this_way(queue_to_smtp, monkeypatch) -> None:
+@pytest.fixture
+def commit_per_message(queue_to_smtp, settings):
+    """The writer thread's commit per message (``SQLITE_OUTCOME_LOG`` off): the log writes
+    its batch through the same function once, at the end (``test_outcome_log``)."""
+    settings.MAILROOM = {**settings.MAILROOM, "SQLITE_OUTCOME_LOG": False}
+    return queue_to_smtp
+
+
+def test_mailroom_send_writes_each_sent_message_this_way(commit_per_message, monkeypatch) -> None:
     from mailroom import recording_plain, recording_sqlite
 
     calls: list[str] = []
@@ -66,7 +74,7 @@ def test_mailroom_send_writes_each_sent_message_this_way(queue_to_smtp, monkeypa
 
 
 def test_mailroom_send_commits_outcomes_by_truncating_the_journal(
-    queue_to_smtp, monkeypatch
+    commit_per_message, monkeypatch
 ) -> None:
     from mailroom import sqlite_commits
 

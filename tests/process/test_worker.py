@@ -63,6 +63,22 @@ def test_on_sqlite_in_a_rollback_journal_the_worker_says_so_at_its_start(spawn_w
     worker.wait_started()
     worker.terminate()
     assert worker.wait(30) == 0, worker.output
+    said = [line for line in worker.output.splitlines() if "SQLite's" in line]
+    if connection.vendor == "sqlite":
+        assert said, worker.output
+        assert said[0].startswith("mailroom worker: SQLite's delete journal: "), said
+        assert said[0].endswith(
+            "-mailroom-log and written to the database once per batch (SQLITE_OUTCOME_LOG)"
+        ), said
+    else:
+        assert not said, worker.output
+
+
+def test_with_the_outcome_log_off_the_worker_advises_wal_on_sqlite(spawn_worker) -> None:
+    worker = spawn_worker(SQLITE_OUTCOME_LOG=False)
+    worker.wait_started()
+    worker.terminate()
+    assert worker.wait(30) == 0, worker.output
     said = [line for line in worker.output.splitlines() if "PRAGMA journal_mode=WAL" in line]
     if connection.vendor == "sqlite":
         assert said, worker.output

@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 
-from mailroom import sqlite_commits
+from mailroom import logged_writer, outcome_log, sqlite_commits
 from mailroom.runner import Worker
 from mailroom.supervisor import Supervisor
 
@@ -118,11 +118,19 @@ def run(
 
 
 def sqlite_hint() -> str | None:
-    """On SQLite, what the file's journal mode means for sending (``sqlite_commits.advice``).
-    Nothing if the database cannot be reached: the worker waits for it, and says so itself."""
+    """On SQLite, what the file's journal mode means for sending: where sends are noted
+    (``outcome_log``), or else ``sqlite_commits.advice``. Nothing if the database cannot be
+    reached: the worker waits for it, and says so itself."""
     if connection.vendor != "sqlite":
         return None
     try:
+        if logged_writer.available():
+            mode = sqlite_commits.journal_mode(connection.connection)
+            path = outcome_log.for_database(str(connection.settings_dict["NAME"])).path
+            return (
+                f"SQLite's {mode} journal: each message sent is noted in {path} and written "
+                "to the database once per batch (SQLITE_OUTCOME_LOG)"
+            )
         connection.ensure_connection()
         return sqlite_commits.advice(connection.connection)
     except DatabaseError:

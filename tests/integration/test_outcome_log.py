@@ -1,0 +1,279 @@
+"""SQLite in a rollback journal: sends noted in the outcome log beside the database, written to
+the database once per batch (``outcome_log``, ``logged_writer``), and the recovery of what a dead
+worker noted. The test database is a file in SQLite's default journal (DELETE)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.mail import EmailMessage
+from django.db import connection
+from django.utils import timezone
+
+import mailroom
+from mailroom import logged_writer, outcome_log, recording_sqlite, signals
+from mailroom.claiming import claim, reclaim_expired
+from mailroom.models import Attempt, Message, Status
+from mailroom.worker import Engine
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(connection.vendor != "sqlite", reason="the outcome log is SQLite's"),
+]
+
+
+def database() -> str:
+    return str(connection.settings_dict["NAME"])
+
+
+@pytest.fixture(autouse=True)
+def fresh_log() -> Any:
+    """Each test starts and ends without a log file (the test database's name is reused)."""
+
+    def remove() -> None:
+        outcome_log.for_database(database()).close()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.abspath(database()) + outcome_log.SUFFIX + suffix)
+
+    remove()
+    yield
+    remove()
+
+
+def notes() -> list[tuple[str, int]]:
+    if not outcome_log.exists(database()):
+        return []
+    with contextlib.closing(sqlite3.connect(outcome_log.for_database(database()).path)) as db:
+        return [(t, int(m)) for t, m in db.execute("SELECT token, message FROM sent ORDER BY 2")]
+
+
+def queue(n: int) -> list[Message]:
+    return mailroom.enqueue_many(
+        EmailMessage(f"S{i}", "B", "app@example.com", [f"u{i}@x.org"]) for i in range(n)
+    )
+
+
+def noted_attempt(message: Message, *, worker: str = "dead-worker") -> dict[str, Any]:
+    return {
+        "message_id": message.pk,
+        "started_at": timezone.now() - timedelta(minutes=10),
+        "duration": 0.012,
+        "backend": message.backend,
+        "worker": worker,
+        "verdict": "sent",
+        "charged": True,
+        "code": 250,
+        "enhanced_code": "2.0.0",
+        "error_type": "",
+        "error_text": "",
+        "reason": "",
+        "recipients": {message.recipients[0]: {"state": "sent"}},
+        "esp_message_id": "",
+    }
+
+
+def died_with_notes(n: int, noted: int, *, lease_left: float = -60) -> list[Message]:
+    """``n`` messages claimed by a worker that noted the first ``noted`` as sent, then died;
+    its lease ends ``lease_left`` seconds from now (in the past by default)."""
+    queue(n)
+    rows = claim(token="dead:1", now=timezone.now(), limit=n, lease=300)
+    Message.objects.filter(pk__in=[r.pk for r in rows]).update(
+        claimed_until=timezone.now() + timedelta(seconds=lease_left)
+    )
+    log = outcome_log.for_database(database())
+    for row in rows[:noted]:
+        log.append("dead:1", row.pk, noted_attempt(row))
+    return rows
+
+
+class NotedAtEachDot:
+    """A DATA rule that looks at the log and the database as each message's final dot arrives
+    (on a thread of its own: the server's event loop may not query)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []  # (noted, marked sent in the database)
+
+    def __call__(self, _message: Any, _attempt: int) -> None:
+        def look() -> None:
+            try:
+                sent = Message.objects.filter(status=Status.SENT).count()
+                self.seen.append((len(notes()), sent))
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=look)
+        thread.start()
+        thread.join()
+
+
+def test_each_send_is_noted_before_the_next_dot_and_written_once_per_batch(
+    queue_to_smtp, monkeypatch
+) -> None:
+    writes: list[int] = []
+    real = recording_sqlite.record_sent
+    monkeypatch.setattr(
+        recording_sqlite,
+        "record_sent",
+        lambda attempts, ids, **kw: writes.append(len(ids)) or real(attempts, ids, **kw),
+    )
+    observer = NotedAtEachDot()
+    queue_to_smtp.script.data = observer
+    queue(25)
+
+    stats = Engine(batch_size=10).send_due()
+
+    assert stats.sent == 25
+    # At each dot, every earlier message of the batch is noted, none yet written down.
+    assert observer.seen[:10] == [(i, 0) for i in range(10)]
+    assert observer.seen[10:12] == [(0, 10), (1, 10)]
+    assert writes == [10, 10, 5], "one database write per batch"
+    assert Message.objects.filter(status=Status.SENT, claimed_by="").count() == 25
+    attempts = Attempt.objects.order_by("message_id")
+    assert [a.recipients for a in attempts] == [
+        {f"u{i}@x.org": {"state": "sent"}} for i in range(25)
+    ]
+    assert notes() == [], "the notes are dropped once written down"
+
+
+def test_only_plain_sends_are_noted_a_refusal_is_written_at_once(queue_to_smtp) -> None:
+    queue_to_smtp.script.rcpt["u2@x.org"] = "550 5.1.1 No such user"
+    observer = NotedAtEachDot()
+    queue_to_smtp.script.data = observer
+    queue(4)
+
+    Engine(batch_size=4).send_due()
+
+    failed = Message.objects.get(status=Status.FAILED)
+    assert failed.subject == "S2"
+    assert "No such user" in failed.reason
+    assert Message.objects.filter(status=Status.SENT).count() == 3
+    # u2 never reached DATA; its failure was in the database before the next dot.
+    assert observer.seen == [(0, 0), (1, 0), (2, 0)]
+
+
+def test_a_dead_workers_notes_are_written_down_not_sent_again(queue_to_smtp) -> None:
+    received: list[Any] = []
+    signals.message_sent.connect(lambda **kw: received.append(kw), weak=False, dispatch_uid="t")
+    try:
+        rows = died_with_notes(5, noted=3)
+        stats = Engine(batch_size=10).send_due()
+    finally:
+        signals.message_sent.disconnect(dispatch_uid="t")
+
+    # The three it noted are recorded from the log; the two it did not are sent now.
+    assert stats.sent == 2
+    assert sorted(queue_to_smtp.message_ids()) == sorted(r.message_id for r in rows[3:])
+    assert Message.objects.filter(status=Status.SENT).count() == 5
+    recovered = Attempt.objects.filter(worker="dead-worker").order_by("message_id")
+    assert [a.message_id for a in recovered] == [r.pk for r in rows[:3]]
+    assert recovered[0].recipients == {"u0@x.org": {"state": "sent"}}
+    assert recovered[0].enhanced_code == "2.0.0"
+    assert Attempt.objects.count() == 5
+    assert {kw["message"].pk for kw in received} == {r.pk for r in rows}
+    assert notes() == []
+
+
+def test_the_notes_of_a_claim_still_alive_are_left_to_its_batch() -> None:
+    rows = died_with_notes(3, noted=2, lease_left=120)
+    assert logged_writer.recover(timezone.now()) == 0
+    assert reclaim_expired(timezone.now()) == 0
+    assert notes() == [("dead:1", rows[0].pk), ("dead:1", rows[1].pk)]
+    assert Message.objects.filter(status=Status.SENDING).count() == 3
+    assert not Attempt.objects.exists()
+
+
+def test_notes_already_written_down_are_dropped_without_a_second_attempt() -> None:
+    # The worker wrote its batch down and died before it dropped the notes.
+    rows = died_with_notes(2, noted=2)
+    Message.objects.filter(pk__in=[r.pk for r in rows]).update(
+        status=Status.SENT, claimed_by="", claimed_until=None
+    )
+    assert logged_writer.recover(timezone.now()) == 0
+    assert notes() == []
+    assert not Attempt.objects.exists()
+
+
+def test_an_unreadable_note_is_reported_and_its_message_sent_again(caplog) -> None:
+    rows = died_with_notes(2, noted=2)
+    with contextlib.closing(sqlite3.connect(outcome_log.for_database(database()).path)) as db:
+        db.execute("UPDATE sent SET attempt = '{not json' WHERE message = ?", (rows[0].pk,))
+        db.commit()
+
+    with caplog.at_level(logging.ERROR, logger="mailroom.logged_writer"):
+        assert reclaim_expired(timezone.now()) == 1
+
+    assert f"message {rows[0].pk} (claim dead:1)" in caplog.text
+    assert Message.objects.get(pk=rows[0].pk).status == Status.QUEUED
+    assert Message.objects.get(pk=rows[1].pk).status == Status.SENT
+    assert notes() == []
+
+
+def test_a_batch_that_lost_its_lease_writes_only_what_recovery_left(queue_to_smtp) -> None:
+    """A batch still at work when its lease ran out: another worker's recovery writes down what
+    it noted so far; the batch, at its end, writes only the rest. One attempt per send."""
+    recovered: list[int] = []
+
+    def recover_midway(message: Any, _attempt: int) -> None:
+        if message.subject != "S3":
+            return
+
+        def expire_and_recover() -> None:
+            try:
+                Message.objects.filter(status=Status.SENDING).update(
+                    claimed_until=timezone.now() - timedelta(seconds=1)
+                )
+                recovered.append(logged_writer.recover(timezone.now()))
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=expire_and_recover)
+        thread.start()
+        thread.join()
+
+    queue_to_smtp.script.data = recover_midway
+    queue(6)
+
+    Engine(batch_size=6).send_due()
+
+    assert recovered == [3]  # S0, S1, S2 were noted when S3's dot came
+    # The batch wrote S3..S5 itself, and not S0..S2 a second time.
+    assert Message.objects.filter(status=Status.SENT).count() == 6
+    assert sorted(Attempt.objects.values_list("message__subject", flat=True)) == [
+        f"S{i}" for i in range(6)
+    ]
+    assert notes() == []
+
+
+def test_with_the_log_off_each_send_is_committed_to_the_database(queue_to_smtp, settings) -> None:
+    settings.MAILROOM = {**settings.MAILROOM, "SQLITE_OUTCOME_LOG": False}
+    observer = NotedAtEachDot()
+    queue_to_smtp.script.data = observer
+    queue(3)
+
+    assert Engine(batch_size=3).send_due().sent == 3
+
+    assert observer.seen == [(0, 0), (0, 1), (0, 2)]
+    assert not outcome_log.exists(database())
+
+
+def test_in_wal_mode_the_database_takes_each_send_itself(queue_to_smtp) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode = WAL")
+    try:
+        observer = NotedAtEachDot()
+        queue_to_smtp.script.data = observer
+        queue(3)
+        assert Engine(batch_size=3).send_due().sent == 3
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA journal_mode = DELETE")
+    assert observer.seen == [(0, 0), (0, 1), (0, 2)]
+    assert not outcome_log.exists(database())
