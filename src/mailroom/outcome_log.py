@@ -83,14 +83,18 @@ class OutcomeLog:
     def __init__(self, path: str) -> None:
         self.path = path
         self._local = threading.local()
+        # The threads of a process take turns here rather than at the file's lock: a thread
+        # that finds SQLite's lock taken sleeps in its busy handler, a millisecond and more,
+        # where one waiting on this lock wakes as soon as it is free.
+        self._turn = threading.Lock()
 
     def append(self, token: str, message: int, attempt: Mapping[str, Any]) -> None:
         """Note that ``message`` of claim ``token`` was sent, with its attempt's values;
         committed (durable against the process dying) when this returns."""
-        self._db().execute(
-            "INSERT INTO sent (token, message, attempt) VALUES (?, ?, ?)",
-            (token, message, _encode(attempt)),
-        )
+        row = (token, message, _encode(attempt))
+        db = self._db()
+        with self._turn:
+            db.execute("INSERT INTO sent (token, message, attempt) VALUES (?, ?, ?)", row)
 
     @contextlib.contextmanager
     def settling(self, token: str) -> Iterator[set[int]]:
@@ -98,7 +102,7 @@ class OutcomeLog:
         may have taken some, if the lease was lost); drop those notes when the block ends
         without an error, or keep them all if it raises."""
         db = self._db()
-        with _write_lock(db):
+        with self._turn, _write_lock(db):
             rows = db.execute("SELECT message FROM sent WHERE token = ?", (token,))
             yield {int(message) for (message,) in rows}
             db.execute("DELETE FROM sent WHERE token = ?", (token,))
@@ -107,7 +111,7 @@ class OutcomeLog:
     def recovering(self) -> Iterator[Recovery]:
         """Hold the file's write lock while notes are read, replayed and dropped."""
         db = self._db()
-        with _write_lock(db):
+        with self._turn, _write_lock(db):
             yield Recovery(db)
 
     def close(self) -> None:
