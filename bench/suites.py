@@ -320,4 +320,4 @@ def queries_suite(db: str) -> dict[str, Any]:
         stats = sink.stop()
     check_count(f"queries per batch ({db})", stats, messages=result["sent"])
     log(f"  queries per batch ({db}): {result['queries']}; bulk flush: {result['bulk_flush']}")
-    return {key: result[key] for key in ("queries", "attempt_inserts", "bulk_flush")}
+    return {key: result[key] for key in ("queries", "attempt_inserts", "log_notes", "bulk_flush")}

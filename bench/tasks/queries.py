@@ -58,15 +58,45 @@ class StatementsOnEveryConnection:
             conn.force_debug_cursor = False
 
 
-def _count_one_batch(size: int) -> tuple[int, int]:
-    """Queue ``size`` messages, deliver them as one batch: (queries, attempt INSERTs)."""
+class NotesInTheOutcomeLog:
+    """How many sends mailroom notes in SQLite's outcome log (``mailroom.outcome_log``, a file
+    of its own beside the database, not a Django connection), where this mailroom has one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._real: Any = None
+
+    def __enter__(self) -> NotesInTheOutcomeLog:
+        try:
+            from mailroom.outcome_log import OutcomeLog
+        except ImportError:
+            return self
+        real = self._real = OutcomeLog.append
+
+        def counted(log: Any, *args: Any) -> None:
+            self.count += 1
+            real(log, *args)
+
+        OutcomeLog.append = counted  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._real is not None:
+            from mailroom.outcome_log import OutcomeLog
+
+            OutcomeLog.append = self._real  # type: ignore[method-assign]
+
+
+def _count_one_batch(size: int) -> tuple[int, int, int]:
+    """Queue ``size`` messages, deliver them as one batch: (queries, attempt INSERTs, notes in
+    the outcome log)."""
     from mailroom import enqueue_many
     from mailroom.models import Message
     from mailroom.worker import Engine, RunStats
 
     flush_tables()
     enqueue_many(messages.build_many(size))
-    with StatementsOnEveryConnection() as queries:
+    with StatementsOnEveryConnection() as queries, NotesInTheOutcomeLog() as notes:
         claimed = Engine(batch_size=size).run_batch(RunStats())
     sent = Message.objects.filter(status="sent").count()
     if claimed != size or sent != size:
@@ -74,7 +104,8 @@ def _count_one_batch(size: int) -> tuple[int, int]:
     # SQLite: Django splits a bulk INSERT above 999 parameters, so the attempts of a big
     # batch take several INSERTs; everything else must stay the same.
     statements = queries.statements
-    return len(statements), sum(sql.startswith(ATTEMPT_INSERT) for sql in statements)
+    inserts = sum(sql.startswith(ATTEMPT_INSERT) for sql in statements)
+    return len(statements), inserts, notes.count
 
 
 def _has_flush_every() -> bool:
@@ -87,11 +118,18 @@ def _has_flush_every() -> bool:
 def per_batch(sizes: list[int]) -> dict[str, Any]:
     counts: dict[str, int] = {}
     inserts: dict[str, int] = {}
+    notes: dict[str, int] = {}
     bulk_flush: dict[str, int] = {}
     for size in sizes:
-        counts[str(size)], inserts[str(size)] = _count_one_batch(size)
+        counts[str(size)], inserts[str(size)], notes[str(size)] = _count_one_batch(size)
         if _has_flush_every():
             with override_settings(MAILROOM={**settings.MAILROOM, "FLUSH_EVERY": size}):
-                bulk_flush[str(size)], _ = _count_one_batch(size)
+                bulk_flush[str(size)], _, _ = _count_one_batch(size)
     sent = sum(sizes) * (2 if bulk_flush else 1)
-    return {"queries": counts, "attempt_inserts": inserts, "bulk_flush": bulk_flush, "sent": sent}
+    return {
+        "queries": counts,
+        "attempt_inserts": inserts,
+        "log_notes": notes,
+        "bulk_flush": bulk_flush,
+        "sent": sent,
+    }

@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 from django.core.mail import EmailMessage
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 import mailroom
 from mailroom import logged_writer, outcome_log, recording_sqlite, signals
 from mailroom.claiming import claim, reclaim_expired
 from mailroom.models import Attempt, Message, Status
-from mailroom.worker import Engine
+from mailroom.worker import Engine, RunStats
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -277,3 +278,31 @@ def test_in_wal_mode_the_database_takes_each_send_itself(queue_to_smtp) -> None:
             cursor.execute("PRAGMA journal_mode = DELETE")
     assert observer.seen == [(0, 0), (0, 1), (0, 2)]
     assert not outcome_log.exists(database())
+
+
+def test_the_database_takes_a_batch_in_the_same_queries_whatever_its_size(
+    queue_to_smtp, monkeypatch
+) -> None:
+    """The count the benchmark reports: the database's queries for one batch are the same for
+    10 messages as for 200; the per-message write is the note, one per message sent."""
+    noted: list[int] = []
+    real = outcome_log.OutcomeLog.append
+    monkeypatch.setattr(
+        outcome_log.OutcomeLog,
+        "append",
+        lambda log, token, message, attempt: (
+            noted.append(message) or real(log, token, message, attempt)
+        ),
+    )
+
+    def one_batch(size: int) -> int:
+        noted.clear()
+        queue(size)
+        with CaptureQueriesContext(connection) as queries:
+            assert Engine(batch_size=size).run_batch(RunStats()) == size
+        assert len(noted) == size
+        return len(queries)
+
+    assert one_batch(10) == one_batch(200)
+    assert Message.objects.filter(status=Status.SENT).count() == 210
+    assert notes() == []
