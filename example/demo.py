@@ -133,8 +133,11 @@ def fresh_database() -> None:
     from django.conf import settings
 
     path = Path(str(settings.DATABASES["default"]["NAME"]))
-    for leftover in (path, *(path.with_name(path.name + s) for s in ("-journal", "-wal", "-shm"))):
-        leftover.unlink(missing_ok=True)
+    # The database with SQLite's journal, WAL and shared-memory files, and mailroom's outcome
+    # log with its own.
+    for base in (path.name, path.name + "-mailroom-log"):
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            path.with_name(base + suffix).unlink(missing_ok=True)
     call_command("migrate", verbosity=0)
     print(f"  {path.relative_to(REPO_ROOT)} created and migrated")
 
