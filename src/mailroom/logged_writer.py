@@ -27,6 +27,7 @@ from django.db import connection
 from . import outcome_log, signals, sqlite_commits
 from .conf import get_settings
 from .models import Attempt, Message, Status
+from .outcome_log import Note
 from .recording import Outcome, attempt_values, is_plain_sent
 from .recording_sqlite import record_sent
 
@@ -61,18 +62,25 @@ class LoggedWriter:
         self._batch = batch
         self._log = outcome_log.for_database(str(connection.settings_dict["NAME"]))
         self._noted: list[Outcome] = []
+        self._unusable = False  # the log failed: the rest of the batch goes to the database
 
     def submit(self, outcome: Outcome) -> None:
         batch = self._batch
-        if not is_plain_sent(outcome):
+        if self._unusable or not is_plain_sent(outcome):
             batch.write_now([outcome])
             return
         values = attempt_values(outcome, worker=batch.worker, text_limit=batch.text_limit)
         try:
             self._log.append(batch.token, outcome.message.pk, values)
         except sqlite3.Error as exc:
-            # The log is a shortcut: without it, the database takes the write itself.
-            logger.warning("mailroom: outcome log %s: %s", self._log.path, exc)
+            # The log is a shortcut: without it, the database takes the write itself (once a
+            # message, as with the log off) until the batch ends; the next batch tries again.
+            logger.warning(
+                "mailroom: outcome log %s: %s; writing each outcome to the database",
+                self._log.path,
+                exc,
+            )
+            self._unusable = True
             batch.write_now([outcome])
             return
         self._noted.append(outcome)
@@ -88,15 +96,26 @@ class LoggedWriter:
         if not self._noted:
             return
         noted, self._noted = self._noted, []
-        with self._log.settling(self._batch.token) as still_noted:
-            kept = [o for o in noted if o.message.pk in still_noted]
-            if len(kept) < len(noted):
-                logger.warning(
-                    "mailroom: %d sent message(s) had lost their lease and were recorded by "
-                    "the worker that took it back",
-                    len(noted) - len(kept),
-                )
-            self._batch.write_now(kept)
+        written = False
+        try:
+            with self._log.settling(self._batch.token) as still_noted:
+                kept = [o for o in noted if o.message.pk in still_noted]
+                if len(kept) < len(noted):
+                    logger.warning(
+                        "mailroom: %d sent message(s) had lost their lease and were recorded "
+                        "by the worker that took it back",
+                        len(noted) - len(kept),
+                    )
+                self._batch.write_now(kept)
+                written = True
+        except sqlite3.Error as exc:
+            logger.warning("mailroom: outcome log %s: %s", self._log.path, exc)
+            if not written:
+                # The log could not be read: the database takes every noted send (each
+                # UPDATE fenced on the claim token, as always).
+                self._batch.write_now(noted)
+            # Otherwise only dropping the notes failed: recovery drops them, their messages
+            # being written down already.
 
 
 def recover(now: datetime) -> int:
@@ -113,7 +132,34 @@ def recover(now: datetime) -> int:
     name = _database_file()
     if name is None or connection.in_atomic_block or not outcome_log.exists(name):
         return 0
-    with outcome_log.for_database(name).recovering() as recovery:
+    log = outcome_log.for_database(name)
+    try:
+        replayed, moved = _replay(log, now)
+    except sqlite3.Error as exc:
+        # Never in the way of taking leases back: their messages are sent again instead.
+        logger.error(
+            "mailroom: outcome log %s cannot be read (%s); messages whose lease ran out go "
+            "back to the queue and may be sent again",
+            log.path,
+            exc,
+        )
+        return 0
+    # Outside the log's lock: a receiver may take its time.
+    for group in replayed:
+        _signal_sent(group)
+    if moved:
+        logger.warning(
+            "mailroom: %d message(s) sent by a worker that died before writing them down were "
+            "recorded from the outcome log, not sent again",
+            moved,
+        )
+    return moved
+
+
+def _replay(log: outcome_log.OutcomeLog, now: datetime) -> tuple[list[list[Note]], int]:
+    """:func:`recover` under the log's lock: the groups of notes replayed, and how many
+    messages they moved."""
+    with log.recovering() as recovery:
         notes, unreadable = recovery.notes()
         for problem in unreadable:
             logger.error("mailroom: outcome log: unreadable note for %s; sent again", problem)
@@ -123,7 +169,7 @@ def recover(now: datetime) -> int:
                 pk__in=[n.message for n in notes], status=Status.SENDING
             ).values_list("pk", "claimed_by", "claimed_until")
         }
-        replay: defaultdict[str, list[outcome_log.Note]] = defaultdict(list)
+        replay: defaultdict[str, list[Note]] = defaultdict(list)
         done = [(u.token, u.message) for u in unreadable]
         for note in notes:
             token, until = claims.get(note.message, ("", None))
@@ -138,19 +184,10 @@ def recover(now: datetime) -> int:
             )
             done.extend((token, n.message) for n in group)
         recovery.drop(done)
-    # Outside the log's lock: a receiver may take its time.
-    for group in replay.values():
-        _signal_sent(group)
-    if moved:
-        logger.warning(
-            "mailroom: %d message(s) sent by a worker that died before writing them down were "
-            "recorded from the outcome log, not sent again",
-            moved,
-        )
-    return moved
+    return list(replay.values()), moved
 
 
-def _signal_sent(notes: list[outcome_log.Note]) -> None:
+def _signal_sent(notes: list[Note]) -> None:
     sent = signals.message_sent
     if not sent.receivers or not sent.has_listeners(Message):
         return

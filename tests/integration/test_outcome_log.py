@@ -50,9 +50,10 @@ def fresh_log() -> Any:
 
 
 def notes() -> list[tuple[str, int]]:
-    if not outcome_log.exists(database()):
+    path = outcome_log.for_database(database()).path
+    if not os.path.isfile(path):
         return []
-    with contextlib.closing(sqlite3.connect(outcome_log.for_database(database()).path)) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         return [(t, int(m)) for t, m in db.execute("SELECT token, message FROM sent ORDER BY 2")]
 
 
@@ -306,3 +307,39 @@ def test_the_database_takes_a_batch_in_the_same_queries_whatever_its_size(
     assert one_batch(10) == one_batch(200)
     assert Message.objects.filter(status=Status.SENT).count() == 210
     assert notes() == []
+
+
+def test_a_log_that_cannot_be_opened_leaves_each_write_to_the_database(
+    queue_to_smtp, caplog
+) -> None:
+    # A directory where the log's file should be: SQLite cannot open it.
+    path = outcome_log.for_database(database()).path
+    os.mkdir(path)
+    try:
+        observer = NotedAtEachDot()
+        queue_to_smtp.script.data = observer
+        queue(3)
+        with caplog.at_level(logging.WARNING, logger="mailroom.logged_writer"):
+            assert Engine(batch_size=3).send_due().sent == 3
+    finally:
+        os.rmdir(path)
+    # Each outcome in the database before the next dot, as with the log off; said once.
+    assert observer.seen == [(0, 0), (0, 1), (0, 2)]
+    assert caplog.text.count("writing each outcome to the database") == 1
+    assert Attempt.objects.count() == 3
+
+
+def test_if_the_log_fails_at_the_batchs_end_the_database_takes_every_noted_send(
+    queue_to_smtp, monkeypatch, caplog
+) -> None:
+    def broken(self: Any, token: str) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    # The one stand-in here: a log whose file fails between the notes and the batch's end.
+    monkeypatch.setattr(outcome_log.OutcomeLog, "settling", broken)
+    queue(4)
+    with caplog.at_level(logging.WARNING, logger="mailroom.logged_writer"):
+        assert Engine(batch_size=4).send_due().sent == 4
+    assert "disk I/O error" in caplog.text
+    assert Message.objects.filter(status=Status.SENT, claimed_by="").count() == 4
+    assert Attempt.objects.count() == 4
