@@ -49,10 +49,12 @@ def available() -> bool:
 
 
 def _database_file() -> str | None:
-    """This thread's SQLite database file; None for another database or one in memory."""
+    """This thread's SQLite database file; None for another database, one in memory, or one
+    named by a URI (``file:...``), whose log file could not be named after it."""
     if connection.vendor != "sqlite" or cast(Any, connection).is_in_memory_db():
         return None
-    return str(connection.settings_dict["NAME"])
+    name = str(connection.settings_dict["NAME"])
+    return None if name.startswith("file:") else name
 
 
 class LoggedWriter:

@@ -197,6 +197,14 @@ def for_database(name: str) -> OutcomeLog:
         return log
 
 
+def close_thread() -> None:
+    """Close this thread's connections to every log (a delivery thread that is done)."""
+    with _logs_lock:
+        logs = list(_logs.values())
+    for log in logs:
+        log.close()
+
+
 def exists(name: str) -> bool:
     """Whether the database file ``name`` has a log (whether anything could be left in it)."""
     return os.path.exists(os.path.abspath(name) + SUFFIX)

@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils.module_loading import import_string
 
-from . import logged_writer, outcome_writer, pipelined
+from . import logged_writer, outcome_log, outcome_writer, pipelined
 from .backend_share import Judge, deliver_share
 from .batch import Batch, OutcomeWriter
 from .claim_ahead import ClaimAhead, Claimed
@@ -169,6 +169,7 @@ class Engine:
         finally:
             sys.setswitchinterval(switch)
             self._running = False
+            outcome_log.close_thread()
             if self._ahead is not None:
                 self._ahead.close()
                 self._ahead = None

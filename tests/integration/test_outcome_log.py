@@ -343,3 +343,12 @@ def test_if_the_log_fails_at_the_batchs_end_the_database_takes_every_noted_send(
     assert "disk I/O error" in caplog.text
     assert Message.objects.filter(status=Status.SENT, claimed_by="").count() == 4
     assert Attempt.objects.count() == 4
+
+
+def test_a_run_closes_its_threads_connection_to_the_log(queue_to_smtp) -> None:
+    queue(3)
+    log = outcome_log.for_database(database())
+    assert Engine(batch_size=3).send_due().sent == 3
+    # Closed when the run ends (the -wal file goes with the last connection).
+    assert getattr(log._local, "db", None) is None
+    assert not os.path.exists(log.path + "-wal")
