@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +13,26 @@ from django.core.management import call_command
 
 from tests.support.fake_esp import FakeESPServer
 from tests.support.smtp_server import ScriptedSMTPServer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_outcome_log_left_behind() -> Iterator[None]:
+    """The test database's outcome log (SQLite; ``mailroom.outcome_log``) goes with it: Django
+    removes the database file, not what mailroom keeps beside it."""
+    yield
+    from django.conf import settings
+
+    from mailroom import outcome_log
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        name = str(database.get("TEST", {}).get("NAME") or "")
+        if name and not name.startswith("file:"):
+            log = outcome_log.for_database(name)
+            log.close()
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(log.path + suffix)
 
 
 @pytest.fixture

@@ -338,8 +338,13 @@ def reclaim_expired(now: datetime) -> int:
     the sends such a worker noted in its outcome log are written down first and not sent again
     (``logged_writer.recover``).
     """
-    logged_writer.recover(now)
-    return Message.objects.lease_expired(now).update(
+    held = logged_writer.recover(now)
+    if held is None:  # the outcome log is busy: its notes may cover any of them
+        return 0
+    expired = Message.objects.lease_expired(now)
+    if held:
+        expired = expired.exclude(pk__in=held)
+    return expired.update(
         status=Status.QUEUED,
         claimed_by="",
         claimed_until=None,

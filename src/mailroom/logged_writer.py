@@ -6,12 +6,13 @@ The writer (the ``batch.OutcomeWriter`` interface) notes each plain send in the 
 hand-off to a writer thread would, and the barrier then has nothing left to wait for. Any
 other outcome is written to the database at once, as the batch would write it. When the batch
 closes, the sends it noted are written to the database in one transaction, under the log's
-write lock, and their notes dropped.
+write lock, and their notes dropped; their signals go out once the lock is released.
 
 The lock is what keeps the two ways into the database from both writing one send. A batch
 whose lease ran out while it still worked (a hung backend) may find some of its notes already
 replayed by :func:`recover`: it writes only the sends still noted, so no attempt is recorded
-twice.
+twice. For the same reason a log that is only busy is waited for, never bypassed: its notes
+are written by whoever gets the lock (the batch, or the recovery of its lease).
 """
 
 from __future__ import annotations
@@ -22,19 +23,25 @@ from collections import defaultdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from django.db import connection
+from django.db import DatabaseError, connection
 
-from . import outcome_log, signals, sqlite_commits
+from . import outcome_log, recording_sqlite, signals, sqlite_commits
+from .batch import RecordingFailed, with_db_retry
+from .columns import stored_fields
 from .conf import get_settings
 from .models import Attempt, Message, Status
 from .outcome_log import Note
-from .recording import Outcome, attempt_values, is_plain_sent
-from .recording_sqlite import record_sent
+from .recording import Outcome, attempt_values, finish, is_plain_sent, signal_attempts
 
 if TYPE_CHECKING:
     from .batch import Batch
 
 logger = logging.getLogger(__name__)
+
+#: How long a batch's write retries through a database outage while it holds the log's lock
+#: (other threads' notes wait for it meanwhile). Past it, the notes stay in the log and the
+#: lease's recovery writes them.
+LOCKED_DB_RETRY = 10.0
 
 
 def available() -> bool:
@@ -94,13 +101,16 @@ class LoggedWriter:
         """Nothing to wait for: every note is committed before ``submit`` returns."""
 
     def close(self) -> None:
-        """Write the noted sends to the database and drop their notes."""
+        """Write the noted sends to the database, drop their notes, then signal them."""
         if not self._noted:
             return
         noted, self._noted = self._noted, []
-        written = False
+        batch = self._batch
+        kept: list[Outcome] = []
+        moved: int | None = None
+        now = batch.clock()
         try:
-            with self._log.settling(self._batch.token) as still_noted:
+            with self._log.settling(batch.token) as still_noted:
                 kept = [o for o in noted if o.message.pk in still_noted]
                 if len(kept) < len(noted):
                     logger.warning(
@@ -108,63 +118,102 @@ class LoggedWriter:
                         "by the worker that took it back",
                         len(noted) - len(kept),
                     )
-                self._batch.write_now(kept)
-                written = True
+                moved = self._write(kept, now)
+        except outcome_log.Busy as exc:
+            # Waiting longer would hold the batch's thread; writing around the lock could
+            # write a send that recovery is writing too. The notes stay: the lease's
+            # recovery writes them down.
+            raise RecordingFailed(
+                f"outcome log {self._log.path} busy ({exc}): {len(noted)} sent message(s) "
+                "left noted, to be written when their lease runs out"
+            ) from exc
         except sqlite3.Error as exc:
             logger.warning("mailroom: outcome log %s: %s", self._log.path, exc)
-            if not written:
-                # The log could not be read: the database takes every noted send (each
-                # UPDATE fenced on the claim token, as always).
-                self._batch.write_now(noted)
-            # Otherwise only dropping the notes failed: recovery drops them, their messages
-            # being written down already.
+            if moved is None:
+                # The log itself failed (no recovery can read it either): the database takes
+                # every noted send, each UPDATE fenced on the claim token as always.
+                batch.write_now(noted)
+                return
+            # Only dropping the notes failed: recovery drops them, their sends being written.
+        made = signal_attempts(kept, worker=batch.worker, text_limit=batch.text_limit)
+        finish(kept, made, moved or 0, now=now)
+        batch.written.extend(kept)
+
+    def _write(self, outcomes: list[Outcome], now: datetime) -> int:
+        batch = self._batch
+        values = [
+            attempt_values(o, worker=batch.worker, text_limit=batch.text_limit) for o in outcomes
+        ]
+        ids = [o.message.pk for o in outcomes]
+        if not ids:
+            return 0
+        return with_db_retry(
+            lambda: recording_sqlite.record_sent(values, ids, token=batch.token, now=now),
+            budget=LOCKED_DB_RETRY,
+        )
 
 
-def recover(now: datetime) -> int:
-    """Write down the sends a dead worker noted in the log, before its expired lease sends
-    those messages again; drop the notes nobody needs. Returns how many messages it moved to
-    ``sent``.
+def recover(now: datetime) -> frozenset[int] | None:
+    """Write down the sends dead workers noted in the log, before their expired leases send
+    those messages again; drop the notes nobody needs. Returns the messages the caller
+    (``claiming.reclaim_expired``) must leave claimed for now, or None to leave every expired
+    lease for the next round.
 
     A note is replayed only while its message is still ``sending`` under the note's claim and
     that claim has expired; a note whose claim is still alive belongs to a batch at work and is
-    left to it; any other note was written down already (its worker died between the two
-    commits) and is dropped. A note that cannot be read is reported and dropped: its message
-    goes back to the queue with the other expired ones and is sent again.
+    left to it. Any other note's message was moved on already (its worker died between the two
+    commits, or the log could not be read when its lease was taken back): its attempt is
+    recorded if it is not yet, and the note dropped. A note that cannot be read, or replayed,
+    is reported and dropped, and its message sent again.
+
+    Inside a transaction (whose work the log's commits could not follow) nothing is written:
+    the noted messages are held back, for a recovery outside one. A log busy beyond
+    ``BUSY_TIMEOUT`` holds every expired lease back until the next round; a log that cannot be
+    read at all holds nothing back (its messages are sent again: nothing better can be done).
     """
     name = _database_file()
-    if name is None or connection.in_atomic_block or not outcome_log.exists(name):
-        return 0
+    if name is None or not outcome_log.exists(name):
+        return frozenset()
     log = outcome_log.for_database(name)
     try:
-        replayed, moved = _replay(log, now)
+        if connection.in_atomic_block:
+            return frozenset(log.noted())
+        replayed = _replay(log, now)
+    except outcome_log.Busy as exc:
+        logger.warning("mailroom: outcome log %s busy (%s); leases taken back later", log.path, exc)
+        return None
     except sqlite3.Error as exc:
-        # Never in the way of taking leases back: their messages are sent again instead.
         logger.error(
             "mailroom: outcome log %s cannot be read (%s); messages whose lease ran out go "
             "back to the queue and may be sent again",
             log.path,
             exc,
         )
-        return 0
+        return frozenset()
     # Outside the log's lock: a receiver may take its time.
     for group in replayed:
         _signal_sent(group)
+    moved = sum(len(group) for group in replayed)
     if moved:
         logger.warning(
             "mailroom: %d message(s) sent by a worker that died before writing them down were "
             "recorded from the outcome log, not sent again",
             moved,
         )
-    return moved
+    return frozenset()
 
 
-def _replay(log: outcome_log.OutcomeLog, now: datetime) -> tuple[list[list[Note]], int]:
-    """:func:`recover` under the log's lock: the groups of notes replayed, and how many
-    messages they moved."""
+def _replay(log: outcome_log.OutcomeLog, now: datetime) -> list[list[Note]]:
+    """:func:`recover` under the log's lock: the groups of notes replayed (one per claim)."""
     with log.recovering() as recovery:
         notes, unreadable = recovery.notes()
-        for problem in unreadable:
-            logger.error("mailroom: outcome log: unreadable note for %s; sent again", problem)
+        expected = {f.attname for f in stored_fields(Attempt)}
+        for note in notes:
+            if set(note.attempt) != expected:  # written by a version with other columns
+                unreadable.append(
+                    outcome_log.Unreadable(note.token, note.message, "not this version's attempt")
+                )
+        notes = [n for n in notes if set(n.attempt) == expected]
         claims = {
             pk: (token, until)
             for pk, token, until in Message.objects.filter(
@@ -172,21 +221,60 @@ def _replay(log: outcome_log.OutcomeLog, now: datetime) -> tuple[list[list[Note]
             ).values_list("pk", "claimed_by", "claimed_until")
         }
         replay: defaultdict[str, list[Note]] = defaultdict(list)
-        done = [(u.token, u.message) for u in unreadable]
+        moved_on: list[Note] = []
         for note in notes:
             token, until = claims.get(note.message, ("", None))
             if token != note.token:
-                done.append((note.token, note.message))
+                moved_on.append(note)
             elif until is not None and until < now:
                 replay[note.token].append(note)
-        moved = 0
+        replayed = []
         for token, group in replay.items():
-            moved += record_sent(
-                [n.attempt for n in group], [n.message for n in group], token=token, now=now
-            )
-            done.extend((token, n.message) for n in group)
-        recovery.drop(done)
-    return list(replay.values()), moved
+            try:
+                recording_sqlite.record_sent(
+                    [n.attempt for n in group], [n.message for n in group], token=token, now=now
+                )
+            except DatabaseError:
+                raise  # the database's trouble, not the notes': they stay for the next round
+            except Exception as exc:  # values this version cannot store
+                unreadable.extend(outcome_log.Unreadable(token, n.message, str(exc)) for n in group)
+                continue
+            replayed.append(group)
+        _record_missing_attempts(moved_on)
+        for problem in unreadable:
+            logger.error("mailroom: outcome log: note for %s dropped; sent again", problem)
+        recovery.drop(
+            [(u.token, u.message) for u in unreadable]
+            + [(n.token, n.message) for group in replayed for n in group]
+            + [(n.token, n.message) for n in moved_on]
+        )
+    return replayed
+
+
+def _record_missing_attempts(notes: list[Note]) -> None:
+    """The attempts of ``notes`` whose messages moved on without them (none, usually: the
+    batch wrote them, then died before it dropped its notes)."""
+    if not notes:
+        return
+    existing = set(
+        Attempt.objects.filter(message_id__in=[n.message for n in notes]).values_list(
+            "message_id", "started_at", "worker"
+        )
+    )
+    ids = [n.message for n in notes]
+    alive = set(Message.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    missing = [
+        Attempt(**n.attempt)
+        for n in notes
+        if n.message in alive
+        and (n.message, n.attempt["started_at"], n.attempt["worker"]) not in existing
+    ]
+    if missing:
+        Attempt.objects.bulk_create(missing)
+        logger.warning(
+            "mailroom: %d attempt(s) from the outcome log recorded for messages already moved on",
+            len(missing),
+        )
 
 
 def _signal_sent(notes: list[Note]) -> None:

@@ -16,8 +16,9 @@ attempts, instead of being sent again.
 
 The guarantee is the one SQLite gives a WAL database at ``synchronous = NORMAL``, which is what
 mailroom runs on a database in WAL mode (``sqlite_commits``): a note survives the process being
-killed; a power cut may lose the last few, whose messages are then sent again when their lease
-runs out (never lost, never a damaged file: the database's own commits keep their syncs).
+killed; a power cut may lose the notes of the batches under way (the log's WAL is synced only
+at its checkpoints), whose messages are then sent again when their lease runs out: never lost,
+never a damaged file (the database's own commits keep their syncs).
 
 Only plain sends are noted (sent to every recipient); anything else (a retry, a failure, a
 partial delivery, a paused backend) is written to the database at once, as before. ``MAILROOM =
@@ -76,6 +77,11 @@ class Unreadable(ValueError):
         self.message = message
 
 
+class Busy(sqlite3.OperationalError):
+    """The log was held by another thread or process for :data:`BUSY_TIMEOUT`. Its notes are
+    all there, only out of reach for now: nothing may act as if they were lost."""
+
+
 class OutcomeLog:
     """The log file of one database, with one connection per thread (and per process: a
     connection is never used across a fork)."""
@@ -93,7 +99,7 @@ class OutcomeLog:
         committed (durable against the process dying) when this returns."""
         row = (token, message, _encode(attempt))
         db = self._db()
-        with self._turn:
+        with self._taking_turn():
             db.execute("INSERT INTO sent (token, message, attempt) VALUES (?, ?, ?)", row)
 
     @contextlib.contextmanager
@@ -102,7 +108,7 @@ class OutcomeLog:
         may have taken some, if the lease was lost); drop those notes when the block ends
         without an error, or keep them all if it raises."""
         db = self._db()
-        with self._turn, _write_lock(db):
+        with self._taking_turn(), _write_lock(db):
             rows = db.execute("SELECT message FROM sent WHERE token = ?", (token,))
             yield {int(message) for (message,) in rows}
             db.execute("DELETE FROM sent WHERE token = ?", (token,))
@@ -111,8 +117,13 @@ class OutcomeLog:
     def recovering(self) -> Iterator[Recovery]:
         """Hold the file's write lock while notes are read, replayed and dropped."""
         db = self._db()
-        with self._turn, _write_lock(db):
+        with self._taking_turn(), _write_lock(db):
             yield Recovery(db)
+
+    def noted(self) -> set[int]:
+        """The messages noted, read without the write lock (a WAL reader waits for nobody)."""
+        rows = self._db().execute("SELECT message FROM sent")
+        return {int(message) for (message,) in rows}
 
     def close(self) -> None:
         """Close this thread's connection, if it has one."""
@@ -120,6 +131,15 @@ class OutcomeLog:
         if db is not None:
             self._local.db = None
             db.close()
+
+    @contextlib.contextmanager
+    def _taking_turn(self) -> Iterator[None]:
+        if not self._turn.acquire(timeout=BUSY_TIMEOUT):
+            raise Busy(f"held by another thread for {BUSY_TIMEOUT:.0f} s")
+        try:
+            yield
+        finally:
+            self._turn.release()
 
     def _db(self) -> sqlite3.Connection:
         local = self._local
@@ -160,7 +180,14 @@ class Recovery:
 
 @contextlib.contextmanager
 def _write_lock(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        # SQLITE_BUSY (Python 3.11+ says so; 3.10 only in words).
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code == getattr(sqlite3, "SQLITE_BUSY", 5) or "locked" in str(exc):
+            raise Busy(str(exc)) from exc
+        raise
     try:
         yield
     except BaseException:
@@ -189,7 +216,7 @@ _logs_lock = threading.Lock()
 
 def for_database(name: str) -> OutcomeLog:
     """The log of the SQLite database file ``name`` (one object per file in a process)."""
-    path = os.path.abspath(name) + SUFFIX
+    path = _path(name)
     with _logs_lock:
         log = _logs.get(path)
         if log is None:
@@ -207,4 +234,10 @@ def close_thread() -> None:
 
 def exists(name: str) -> bool:
     """Whether the database file ``name`` has a log (whether anything could be left in it)."""
-    return os.path.exists(os.path.abspath(name) + SUFFIX)
+    return os.path.exists(_path(name))
+
+
+def _path(name: str) -> str:
+    # The real path: every process finds the same log, whatever its working directory and
+    # whichever link it opened the database through.
+    return os.path.realpath(name) + SUFFIX

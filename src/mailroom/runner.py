@@ -122,8 +122,10 @@ class Worker:
             while not self.stopping.is_set():
                 try:
                     if time.monotonic() >= next_reclaim:
-                        reclaim_expired(timezone.now())
+                        # Moved on first: a reclaim that fails must not run before every
+                        # batch, holding up the sending.
                         next_reclaim = time.monotonic() + max(self.lease / 4, 1.0)
+                        reclaim_expired(timezone.now())
                     claimed = engine.run_batch(stats, stop=self.stopping)
                     if claimed:
                         failing_since = None

@@ -28,7 +28,7 @@ from datetime import timezone as dt_timezone
 from typing import cast
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils.module_loading import import_string
 
 from . import logged_writer, outcome_log, outcome_writer, pipelined
@@ -135,7 +135,13 @@ class Engine:
         later by this same run waits for the next run instead of being hammered.
         """
         started = self.clock()
-        reclaim_expired(started)
+        try:
+            reclaim_expired(started)
+        except DatabaseError:
+            raise
+        except Exception:
+            # Taking back expired leases is not what this run is for: what is due still goes.
+            logger.exception("mailroom: taking back expired leases failed")
         stats = RunStats()
         with self.running():
             while self.run_batch(stats, due_before=started):

@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 from django.core.mail import EmailMessage
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 import mailroom
 from mailroom import logged_writer, outcome_log, recording_sqlite, signals
+from mailroom.batch import RecordingFailed
 from mailroom.claiming import claim, reclaim_expired
 from mailroom.models import Attempt, Message, Status
 from mailroom.worker import Engine, RunStats
@@ -39,10 +40,11 @@ def fresh_log() -> Any:
     """Each test starts and ends without a log file (the test database's name is reused)."""
 
     def remove() -> None:
-        outcome_log.for_database(database()).close()
+        log = outcome_log.for_database(database())
+        log.close()
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.abspath(database()) + outcome_log.SUFFIX + suffix)
+                os.remove(log.path + suffix)
 
     remove()
     yield
@@ -63,10 +65,14 @@ def queue(n: int) -> list[Message]:
     )
 
 
+#: When the dead worker's sends started (one moment for all: a note is matched by it).
+STARTED = timezone.now() - timedelta(minutes=10)
+
+
 def noted_attempt(message: Message, *, worker: str = "dead-worker") -> dict[str, Any]:
     return {
         "message_id": message.pk,
-        "started_at": timezone.now() - timedelta(minutes=10),
+        "started_at": STARTED,
         "duration": 0.012,
         "backend": message.backend,
         "worker": worker,
@@ -185,7 +191,7 @@ def test_a_dead_workers_notes_are_written_down_not_sent_again(queue_to_smtp) -> 
 
 def test_the_notes_of_a_claim_still_alive_are_left_to_its_batch() -> None:
     rows = died_with_notes(3, noted=2, lease_left=120)
-    assert logged_writer.recover(timezone.now()) == 0
+    assert logged_writer.recover(timezone.now()) == frozenset()
     assert reclaim_expired(timezone.now()) == 0
     assert notes() == [("dead:1", rows[0].pk), ("dead:1", rows[1].pk)]
     assert Message.objects.filter(status=Status.SENDING).count() == 3
@@ -193,14 +199,57 @@ def test_the_notes_of_a_claim_still_alive_are_left_to_its_batch() -> None:
 
 
 def test_notes_already_written_down_are_dropped_without_a_second_attempt() -> None:
-    # The worker wrote its batch down and died before it dropped the notes.
+    # The worker wrote its batch down, as at a batch's end, and died before it dropped the
+    # notes.
     rows = died_with_notes(2, noted=2)
-    Message.objects.filter(pk__in=[r.pk for r in rows]).update(
-        status=Status.SENT, claimed_by="", claimed_until=None
+    recording_sqlite.record_sent(
+        [noted_attempt(r) for r in rows], [r.pk for r in rows], token="dead:1", now=timezone.now()
     )
-    assert logged_writer.recover(timezone.now()) == 0
+    assert logged_writer.recover(timezone.now()) == frozenset()
     assert notes() == []
-    assert not Attempt.objects.exists()
+    assert Attempt.objects.count() == 2
+
+
+def test_a_noted_send_requeued_without_its_note_still_gets_its_attempt() -> None:
+    # The lease was taken back while the log could not be read: the messages went back to
+    # the queue (to be sent again) and another worker has them now.
+    rows = died_with_notes(2, noted=2)
+    Message.objects.filter(pk__in=[r.pk for r in rows]).update(claimed_by="other:1")
+    assert logged_writer.recover(timezone.now()) == frozenset()
+    assert notes() == []
+    recorded = Attempt.objects.filter(worker="dead-worker", started_at=STARTED)
+    assert sorted(recorded.values_list("message_id", flat=True)) == [r.pk for r in rows]
+    # History only: the messages are left to the worker that has them.
+    assert set(Message.objects.values_list("claimed_by", flat=True)) == {"other:1"}
+
+
+def test_a_busy_log_holds_every_expired_lease_back_until_the_next_round(monkeypatch) -> None:
+    monkeypatch.setattr(outcome_log, "BUSY_TIMEOUT", 0.2)
+    rows = died_with_notes(3, noted=2)
+    path = outcome_log.for_database(database()).path
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")  # another process writing its batch down
+        assert reclaim_expired(timezone.now()) == 0
+        assert Message.objects.filter(status=Status.SENDING).count() == 3
+        other.execute("COMMIT")
+    assert reclaim_expired(timezone.now()) == 1  # the one not noted
+    assert Message.objects.filter(status=Status.SENT).count() == 2
+    assert Message.objects.get(pk=rows[2].pk).status == Status.QUEUED
+
+
+def test_inside_a_transaction_noted_messages_are_held_back() -> None:
+    rows = died_with_notes(3, noted=2)
+    with transaction.atomic():
+        assert reclaim_expired(timezone.now()) == 1
+    assert [Message.objects.get(pk=r.pk).status for r in rows] == [
+        Status.SENDING,
+        Status.SENDING,
+        Status.QUEUED,
+    ]
+    assert len(notes()) == 2
+    # Outside one, they are written down.
+    reclaim_expired(timezone.now())
+    assert Message.objects.filter(status=Status.SENT).count() == 2
 
 
 def test_an_unreadable_note_is_reported_and_its_message_sent_again(caplog) -> None:
@@ -232,7 +281,8 @@ def test_a_batch_that_lost_its_lease_writes_only_what_recovery_left(queue_to_smt
                 Message.objects.filter(status=Status.SENDING).update(
                     claimed_until=timezone.now() - timedelta(seconds=1)
                 )
-                recovered.append(logged_writer.recover(timezone.now()))
+                logged_writer.recover(timezone.now())
+                recovered.append(Message.objects.filter(status=Status.SENT).count())
             finally:
                 connection.close()
 
@@ -352,3 +402,40 @@ def test_a_run_closes_its_threads_connection_to_the_log(queue_to_smtp) -> None:
     # Closed when the run ends (the -wal file goes with the last connection).
     assert getattr(log._local, "db", None) is None
     assert not os.path.exists(log.path + "-wal")
+
+
+def test_a_log_busy_at_the_batchs_end_leaves_its_notes_to_recovery(
+    queue_to_smtp, monkeypatch
+) -> None:
+    """Held by another process past BUSY_TIMEOUT when the batch ends: the batch does not write
+    around it (recovery could be writing the same sends); it fails like a database outage,
+    and the lease's recovery writes the notes down, once each."""
+    monkeypatch.setattr(outcome_log, "BUSY_TIMEOUT", 0.2)
+    path = outcome_log.for_database(database()).path
+    held: list[sqlite3.Connection] = []
+
+    def take_the_log(message: Any, _attempt: int) -> None:
+        if message.subject == "S2":
+            other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            other.execute("BEGIN IMMEDIATE")
+            held.append(other)
+
+    queue_to_smtp.script.data = take_the_log
+    queue(3)
+    with pytest.raises(RecordingFailed, match="busy"):
+        Engine(batch_size=3).send_due()
+    # S2's own note could not be made either: it went to the database directly.
+    assert list(Message.objects.filter(status=Status.SENT).values_list("subject", flat=True)) == [
+        "S2"
+    ]
+    assert len(notes()) == 2
+    held[0].execute("COMMIT")
+    held[0].close()
+
+    Message.objects.filter(status=Status.SENDING).update(
+        claimed_until=timezone.now() - timedelta(seconds=1)
+    )
+    assert reclaim_expired(timezone.now()) == 0
+    assert Message.objects.filter(status=Status.SENT).count() == 3
+    assert Attempt.objects.count() == 3
+    assert queue_to_smtp.count == 3
