@@ -34,6 +34,21 @@ def _sqlite_only(db: str) -> str | None:
     return None if db == "sqlite" else "SQLite only"
 
 
+def _send_variant(
+    key: str, setting: str, env: dict[str, str], unavailable: Callable[[str], str | None]
+) -> SendConfig:
+    """``mailroom send`` (1 process) with one setting changed through the environment."""
+    return SendConfig(
+        key=key,
+        name=f"mailroom send (1 process), {setting}",
+        app="mailroom",
+        prepare="send.prepare_mailroom",
+        send="send.mailroom_send",
+        env=env,
+        unavailable=unavailable,
+    )
+
+
 def _outcome_log(db: str) -> str | None:
     """None if this mailroom can turn SQLite's outcome log off and ``db`` is SQLite."""
     from mailroom import conf
@@ -105,41 +120,26 @@ SEND = (
         send="send.mailroom_send",
         target=0.95,
     ),
-    SendConfig(
-        key="mailroom-send-lockstep",
-        name="mailroom send (1 process), SMTP_PIPELINING=False (one command at a time)",
-        app="mailroom",
-        prepare="send.prepare_mailroom",
-        send="send.mailroom_send",
-        env={"BENCH_SMTP_PIPELINING": "0"},
-        unavailable=_smtp_pipelining,
+    _send_variant(
+        "mailroom-send-lockstep",
+        "SMTP_PIPELINING=False (one command at a time)",
+        {"BENCH_SMTP_PIPELINING": "0"},
+        _smtp_pipelining,
     ),
-    SendConfig(
-        key="mailroom-send-bulk-flush",
-        name="mailroom send (1 process), FLUSH_EVERY=100 (outcomes written once per batch)",
-        app="mailroom",
-        prepare="send.prepare_mailroom",
-        send="send.mailroom_send",
-        env={"BENCH_FLUSH_EVERY": "100"},
-        unavailable=_flush_every,
+    _send_variant(
+        "mailroom-send-bulk-flush",
+        "FLUSH_EVERY=100 (outcomes written once per batch)",
+        {"BENCH_FLUSH_EVERY": "100"},
+        _flush_every,
     ),
-    SendConfig(
-        key="mailroom-send-commit-each",
-        name="mailroom send (1 process), SQLITE_OUTCOME_LOG=False (a database commit per message)",
-        app="mailroom",
-        prepare="send.prepare_mailroom",
-        send="send.mailroom_send",
-        env={"BENCH_SQLITE_OUTCOME_LOG": "0"},
-        unavailable=_outcome_log,
+    _send_variant(
+        "mailroom-send-commit-each",
+        "SQLITE_OUTCOME_LOG=False (a database commit per message)",
+        {"BENCH_SQLITE_OUTCOME_LOG": "0"},
+        _outcome_log,
     ),
-    SendConfig(
-        key="mailroom-send-wal",
-        name="mailroom send (1 process), SQLite in WAL mode",
-        app="mailroom",
-        prepare="send.prepare_mailroom",
-        send="send.mailroom_send",
-        env={"BENCH_SQLITE_WAL": "1"},
-        unavailable=_sqlite_only,
+    _send_variant(
+        "mailroom-send-wal", "SQLite in WAL mode", {"BENCH_SQLITE_WAL": "1"}, _sqlite_only
     ),
     SendConfig(
         key="mailroom-worker",
