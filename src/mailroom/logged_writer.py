@@ -71,6 +71,7 @@ class LoggedWriter:
         self._batch = batch
         self._log = outcome_log.for_database(str(connection.settings_dict["NAME"]))
         self._noted: list[Outcome] = []
+        self._values: dict[int, dict[str, Any]] = {}  # each noted send's attempt, by message
         self._unusable = False  # the log failed: the rest of the batch goes to the database
 
     def submit(self, outcome: Outcome) -> None:
@@ -93,6 +94,7 @@ class LoggedWriter:
             batch.write_now([outcome])
             return
         self._noted.append(outcome)
+        self._values[outcome.message.pk] = values
 
     def tidy(self) -> None:
         """Nothing to do: every note is committed before ``submit`` returns."""
@@ -141,9 +143,7 @@ class LoggedWriter:
 
     def _write(self, outcomes: list[Outcome], now: datetime) -> int:
         batch = self._batch
-        values = [
-            attempt_values(o, worker=batch.worker, text_limit=batch.text_limit) for o in outcomes
-        ]
+        values = [self._values.pop(o.message.pk) for o in outcomes]
         ids = [o.message.pk for o in outcomes]
         if not ids:
             return 0
