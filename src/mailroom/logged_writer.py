@@ -64,14 +64,20 @@ def _database_file() -> str | None:
     return None if name.startswith("file:") else name
 
 
+def log_here() -> outcome_log.OutcomeLog:
+    """The outcome log of this thread's database (a SQLite file: see :func:`available`)."""
+    name = _database_file()
+    assert name is not None, "no outcome log for this database"
+    return outcome_log.for_database(name)
+
+
 class LoggedWriter:
     """Notes plain sends in the log; writes them to the database when the batch closes."""
 
     def __init__(self, batch: Batch) -> None:
         self._batch = batch
-        self._log = outcome_log.for_database(str(connection.settings_dict["NAME"]))
-        self._noted: list[Outcome] = []
-        self._values: dict[int, dict[str, Any]] = {}  # each noted send's attempt, by message
+        self._log = log_here()
+        self._noted: list[tuple[Outcome, dict[str, Any]]] = []  # each with its attempt's values
         self._unusable = False  # the log failed: the rest of the batch goes to the database
 
     def submit(self, outcome: Outcome) -> None:
@@ -93,8 +99,7 @@ class LoggedWriter:
             self._unusable = True
             batch.write_now([outcome])
             return
-        self._noted.append(outcome)
-        self._values[outcome.message.pk] = values
+        self._noted.append((outcome, values))
 
     def tidy(self) -> None:
         """Nothing to do: every note is committed before ``submit`` returns."""
@@ -108,12 +113,12 @@ class LoggedWriter:
             return
         noted, self._noted = self._noted, []
         batch = self._batch
-        kept: list[Outcome] = []
+        kept: list[tuple[Outcome, dict[str, Any]]] = []
         moved: int | None = None
         now = batch.clock()
         try:
             with self._log.settling(batch.token) as still_noted:
-                kept = [o for o in noted if o.message.pk in still_noted]
+                kept = [(o, v) for o, v in noted if o.message.pk in still_noted]
                 if len(kept) < len(noted):
                     logger.warning(
                         "mailroom: %d sent message(s) had lost their lease and were recorded "
@@ -134,21 +139,22 @@ class LoggedWriter:
             if moved is None:
                 # The log itself failed (no recovery can read it either): the database takes
                 # every noted send, each UPDATE fenced on the claim token as always.
-                batch.write_now(noted)
+                batch.write_now([o for o, _ in noted])
                 return
             # Only dropping the notes failed: recovery drops them, their sends being written.
-        made = signal_attempts(kept, worker=batch.worker, text_limit=batch.text_limit)
-        finish(kept, made, moved or 0, now=now)
-        batch.written.extend(kept)
+        outcomes = [o for o, _ in kept]
+        made = signal_attempts(outcomes, worker=batch.worker, text_limit=batch.text_limit)
+        finish(outcomes, made, moved or 0, now=now)
+        batch.written.extend(outcomes)
 
-    def _write(self, outcomes: list[Outcome], now: datetime) -> int:
-        batch = self._batch
-        values = [self._values.pop(o.message.pk) for o in outcomes]
-        ids = [o.message.pk for o in outcomes]
-        if not ids:
+    def _write(self, noted: list[tuple[Outcome, dict[str, Any]]], now: datetime) -> int:
+        if not noted:
             return 0
+        token = self._batch.token
+        values = [v for _, v in noted]
+        ids = [o.message.pk for o, _ in noted]
         return with_db_retry(
-            lambda: recording_sqlite.record_sent(values, ids, token=batch.token, now=now),
+            lambda: recording_sqlite.record_sent(values, ids, token=token, now=now),
             budget=LOCKED_DB_RETRY,
         )
 
@@ -208,12 +214,14 @@ def _replay(log: outcome_log.OutcomeLog, now: datetime) -> list[list[Note]]:
     with log.recovering() as recovery:
         notes, unreadable = recovery.notes()
         expected = {f.attname for f in stored_fields(Attempt)}
+        ours: list[Note] = []
         for note in notes:
-            if set(note.attempt) != expected:  # written by a version with other columns
-                unreadable.append(
-                    outcome_log.Unreadable(note.token, note.message, "not this version's attempt")
-                )
-        notes = [n for n in notes if set(n.attempt) == expected]
+            if set(note.attempt) == expected:
+                ours.append(note)
+            else:  # written by a version with other attempt columns
+                why = "not this version's attempt"
+                unreadable.append(outcome_log.Unreadable(note.token, note.message, why))
+        notes = ours
         claims = {
             pk: (token, until)
             for pk, token, until in Message.objects.filter(
@@ -256,12 +264,10 @@ def _record_missing_attempts(notes: list[Note]) -> None:
     batch wrote them, then died before it dropped its notes)."""
     if not notes:
         return
-    existing = set(
-        Attempt.objects.filter(message_id__in=[n.message for n in notes]).values_list(
-            "message_id", "started_at", "worker"
-        )
-    )
     ids = [n.message for n in notes]
+    existing = set(
+        Attempt.objects.filter(message_id__in=ids).values_list("message_id", "started_at", "worker")
+    )
     alive = set(Message.objects.filter(pk__in=ids).values_list("pk", flat=True))
     missing = [
         Attempt(**n.attempt)

@@ -56,35 +56,36 @@ def test_sigterm_finishes_the_message_in_flight_and_returns_the_rest(
     assert Message.objects.filter(status=Status.QUEUED, attempts=0).count() == 30 - sent
 
 
-def test_on_sqlite_in_a_rollback_journal_the_worker_says_so_at_its_start(spawn_worker) -> None:
-    # The test database is a file in SQLite's default journal (DELETE); other databases
-    # have nothing to say.
-    worker = spawn_worker()
+def start_lines(spawn_worker, marker: str, **settings: object) -> list[str]:
+    """Start a worker, stop it, and return the lines of its output that contain ``marker``."""
+    worker = spawn_worker(**settings)
     worker.wait_started()
     worker.terminate()
     assert worker.wait(30) == 0, worker.output
-    said = [line for line in worker.output.splitlines() if "SQLite's" in line]
+    return [line for line in worker.output.splitlines() if marker in line]
+
+
+def test_on_sqlite_in_a_rollback_journal_the_worker_says_so_at_its_start(spawn_worker) -> None:
+    # The test database is a file in SQLite's default journal (DELETE); other databases
+    # have nothing to say.
+    said = start_lines(spawn_worker, "SQLite's")
     if connection.vendor == "sqlite":
-        assert said, worker.output
+        assert said
         assert said[0].startswith("mailroom worker: SQLite's delete journal: "), said
         assert said[0].endswith(
             "-mailroom-log and written to the database once per batch (SQLITE_OUTCOME_LOG)"
         ), said
     else:
-        assert not said, worker.output
+        assert not said
 
 
 def test_with_the_outcome_log_off_the_worker_advises_wal_on_sqlite(spawn_worker) -> None:
-    worker = spawn_worker(SQLITE_OUTCOME_LOG=False)
-    worker.wait_started()
-    worker.terminate()
-    assert worker.wait(30) == 0, worker.output
-    said = [line for line in worker.output.splitlines() if "PRAGMA journal_mode=WAL" in line]
+    said = start_lines(spawn_worker, "PRAGMA journal_mode=WAL", SQLITE_OUTCOME_LOG=False)
     if connection.vendor == "sqlite":
-        assert said, worker.output
+        assert said
         assert said[0].startswith("mailroom worker: SQLite's delete journal: "), said
     else:
-        assert not said, worker.output
+        assert not said
 
 
 def test_a_second_signal_exits_at_once(spawn_worker, smtp_server) -> None:

@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 
-from mailroom import logged_writer, outcome_log, sqlite_commits
+from mailroom import logged_writer, sqlite_commits
 from mailroom.runner import Worker
 from mailroom.supervisor import Supervisor
 
@@ -126,7 +126,7 @@ def sqlite_hint() -> str | None:
     try:
         if logged_writer.available():
             mode = sqlite_commits.journal_mode(connection.connection)
-            path = outcome_log.for_database(str(connection.settings_dict["NAME"])).path
+            path = logged_writer.log_here().path
             return (
                 f"SQLite's {mode} journal: each message sent is noted in {path} and written "
                 "to the database once per batch (SQLITE_OUTCOME_LOG)"
