@@ -35,5 +35,9 @@ def __getattr__(name: str) -> Any:
     if name in {"enqueue", "enqueue_many"}:
         from . import enqueueing as module
 
-        return getattr(module, name)
+        value = getattr(module, name)
+        # Kept as a module attribute, so that this hook runs once: ``mailroom.enqueue`` in a
+        # request (or ``from mailroom import enqueue`` in a function) is then a plain lookup.
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'mailroom' has no attribute {name!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -76,7 +77,7 @@ def enqueue_many(
     prerender = settings.prerender and _smtp_bound(settings, alias)
     # Every message of one call is queued at the same instant, so they share one Date (the
     # email package would format the same second over and over).
-    date = formatdate(now.timestamp(), localtime=True)
+    date = _date_header(now.timestamp())
 
     maker = RowMaker(
         priority=level, backend=alias, created_at=now, due_at=send_at or now, expires_at=expires_at
@@ -103,6 +104,23 @@ def enqueue_many(
                 signals.message_failed, Message, message=row, attempt=None, reason=row.reason
             )
     return created
+
+
+# The last Date header made, by the second and local time zone it was made for: requests that
+# enqueue one message each mostly fall in the same second as the one before.
+_last_date: tuple[tuple[object, ...], str] = ((), "")
+
+
+def _date_header(timestamp: float) -> str:
+    """``formatdate(timestamp, localtime=True)``, which depends only on the whole second and
+    on the process's time zone (which Django sets from TIME_ZONE, and tests change)."""
+    global _last_date
+    key = (int(timestamp), time.tzname, time.timezone, time.altzone)
+    made_for, date = _last_date
+    if made_for != key:
+        date = formatdate(key[0], localtime=True)
+        _last_date = (key, date)
+    return date
 
 
 # Whether an alias delivers over SMTP, for the settings object it was worked out under:

@@ -126,6 +126,22 @@ class Message(models.Model):
         return list(self.pending_recipients)
 
 
+class ContentKey(models.OneToOneField):  # type: ignore[type-arg]
+    """The content's key, its message: on SQLite an ``integer`` column, the table's rowid.
+
+    A ``OneToOneField`` to an auto id is ``bigint`` on SQLite, and a primary key of any type
+    but exactly ``INTEGER`` is not the rowid: SQLite then keeps the rows by a rowid of their
+    own and the key in a separate unique index, one more B-tree page written by every enqueue
+    (measured: 11 pages written per one-message transaction, 10 with this key). Elsewhere it
+    is the plain one-to-one column.
+    """
+
+    def db_type(self, connection: Any) -> str | None:
+        if connection.vendor == "sqlite":
+            return "integer"
+        return super().db_type(connection)
+
+
 class MessageContent(models.Model):
     """What a message says, stored once at enqueue and never updated.
 
@@ -135,7 +151,7 @@ class MessageContent(models.Model):
     a payload kept inline. Here those updates touch a row of a few hundred bytes.
     """
 
-    message = models.OneToOneField(
+    message = ContentKey(
         Message, on_delete=models.CASCADE, primary_key=True, related_name="content"
     )
     #: The versioned JSON form of the EmailMessage (see mailroom.serialization). No pickle.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from django.db.models.signals import post_init
 from django.utils import timezone
 
@@ -67,3 +68,17 @@ def test_a_post_init_listener_sees_every_row() -> None:
     finally:
         post_init.disconnect(listener, sender=Message)
     assert all(any(r is s for s in seen) for r in rows)
+
+
+def test_a_default_worked_out_by_a_callable_is_worked_out_for_each_call() -> None:
+    # created_at's default is timezone.now: two makers made apart must not share one.
+    first = RowMaker(priority=Priority.NORMAL).make(**own(1))
+    later = timezone.now()
+    second = RowMaker(priority=Priority.NORMAL).make(**own(2))
+    assert first.created_at < later <= second.created_at
+    assert fields(second).keys() == fields(Message(**own(2))).keys()
+
+
+def test_an_unknown_shared_value_is_refused_as_the_model_refuses_it() -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nonsense'"):
+        RowMaker(nonsense=1)
