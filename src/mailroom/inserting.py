@@ -309,9 +309,10 @@ def _insert_sqlite(model: type[models.Model], rows: Sequence[Any], *, returning:
     # A value every row shares is prepared once: a call's messages have the same status,
     # priority, dates and counters, and differ in a handful of fields.
     shared: dict[str, Any] = {}
+    others = rows[1:]
     for field in fields:
         value = getattr(first, field.attname)
-        if all(getattr(row, field.attname) == value for row in rows):
+        if all(getattr(row, field.attname) == value for row in others):
             shared[field.attname] = _preparer(field)(value)
     # The others through each field's preparer, in the fields' order.
     own = [(f.attname, _preparer(f)) for f in fields if f.attname not in shared]
@@ -358,6 +359,18 @@ def _sqlite_statement(model: type[models.Model], returning: bool, count: int) ->
     return sql
 
 
+#: Django's own fields whose preparation of None is None, on every database.
+_NONE_STAYS_NONE = frozenset(
+    {
+        models.DateTimeField,
+        models.IntegerField,
+        models.SmallIntegerField,
+        models.PositiveIntegerField,
+        models.BigIntegerField,
+    }
+)
+
+
 @functools.cache
 def _preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
     """``field.get_db_prep_save(value, connection)`` as a function of the value.
@@ -388,6 +401,14 @@ def _preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
             return binary(value) if type(value) is bytes else whole(value)
 
         return bytes_value
+    if type(field) in _NONE_STAYS_NONE:
+        # A message's unset dates (sent_at, claimed_until...) are most of its dates: each went
+        # through the field, its connection's operations and three calls to stay None.
+
+        def none_value(value: Any) -> Any:
+            return None if value is None else whole(value)
+
+        return none_value
     if type(field) is models.CharField or type(field) is models.TextField:
         # get_prep_value's to_python gives a str back as it is.
 
