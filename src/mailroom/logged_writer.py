@@ -5,20 +5,24 @@ The writer (the ``batch.OutcomeWriter`` interface) notes each plain send in the 
 :meth:`~LoggedWriter.submit` returns, on the delivery thread: a note costs about as much as a
 hand-off to a writer thread would, and the barrier then has nothing left to wait for. Any
 other outcome is written to the database at once, as the batch would write it. When the batch
-closes, the sends it noted are written to the database in one transaction, under the log's
-write lock, and their notes dropped; their signals go out once the lock is released.
+closes, the sends it noted are written to the database in one transaction, then their notes
+are dropped and their signals sent.
 
-The lock is what keeps the two ways into the database from both writing one send. A batch
-whose lease ran out while it still worked (a hung backend) may find some of its notes already
-replayed by :func:`recover`: it writes only the sends still noted, so no attempt is recorded
-twice. For the same reason a log that is only busy is waited for, never bypassed: its notes
-are written by whoever gets the lock (the batch, or the recovery of its lease).
+The batch's write does not hold the log's lock: other threads and processes go on noting their
+sends meanwhile (with the lock held, each batch's end stalled every sender on the database).
+What keeps a batch and the recovery of its lease (a lease that ran out while the batch still
+worked: a hung backend) from both writing one send is ``recording_sqlite.record_noted``: each
+writes in one IMMEDIATE transaction and moves only the messages its claim still holds, and
+records the attempt of any other only if it is not recorded yet. Recovery itself reads, replays
+and drops notes under the log's lock, so that two recoveries do not replay the same notes; a
+log that is only busy is waited for, never bypassed.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from collections import defaultdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -26,7 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 from django.db import DatabaseError, connection
 
 from . import outcome_log, recording_sqlite, signals, sqlite_commits
-from .batch import RecordingFailed, with_db_retry
+from .batch import with_db_retry
 from .columns import stored_fields
 from .conf import get_settings
 from .models import Attempt, Message, Status
@@ -37,11 +41,6 @@ if TYPE_CHECKING:
     from .batch import Batch
 
 logger = logging.getLogger(__name__)
-
-#: How long a batch's write retries through a database outage while it holds the log's lock
-#: (other threads' notes wait for it meanwhile). Past it, the notes stay in the log and the
-#: lease's recovery writes them.
-LOCKED_DB_RETRY = 10.0
 
 
 def available() -> bool:
@@ -69,6 +68,10 @@ def log_here() -> outcome_log.OutcomeLog:
     name = _database_file()
     assert name is not None, "no outcome log for this database"
     return outcome_log.for_database(name)
+
+
+#: Held by a batch of this process writing its noted sends to the database.
+_writing = threading.Lock()
 
 
 class LoggedWriter:
@@ -113,50 +116,38 @@ class LoggedWriter:
             return
         noted, self._noted = self._noted, []
         batch = self._batch
-        kept: list[tuple[Outcome, dict[str, Any]]] = []
-        moved: int | None = None
         now = batch.clock()
-        try:
-            with self._log.settling(batch.token) as still_noted:
-                kept = [(o, v) for o, v in noted if o.message.pk in still_noted]
-                if len(kept) < len(noted):
-                    logger.warning(
-                        "mailroom: %d sent message(s) had lost their lease and were recorded "
-                        "by the worker that took it back",
-                        len(noted) - len(kept),
-                    )
-                moved = self._write(kept, now)
-        except outcome_log.Busy as exc:
-            # Waiting longer would hold the batch's thread; writing around the lock could
-            # write a send that recovery is writing too. The notes stay: the lease's
-            # recovery writes them down.
-            raise RecordingFailed(
-                f"outcome log {self._log.path} busy ({exc}): {len(noted)} sent message(s) "
-                "left noted, to be written when their lease runs out"
-            ) from exc
-        except sqlite3.Error as exc:
-            logger.warning("mailroom: outcome log %s: %s", self._log.path, exc)
-            if moved is None:
-                # The log itself failed (no recovery can read it either): the database takes
-                # every noted send, each UPDATE fenced on the claim token as always.
-                batch.write_now([o for o, _ in noted])
-                return
-            # Only dropping the notes failed: recovery drops them, their sends being written.
-        outcomes = [o for o, _ in kept]
-        made = signal_attempts(outcomes, worker=batch.worker, text_limit=batch.text_limit)
-        finish(outcomes, made, moved or 0, now=now)
-        batch.written.extend(outcomes)
-
-    def _write(self, noted: list[tuple[Outcome, dict[str, Any]]], now: datetime) -> int:
-        if not noted:
-            return 0
-        token = self._batch.token
-        values = [v for _, v in noted]
         ids = [o.message.pk for o, _ in noted]
-        return with_db_retry(
-            lambda: recording_sqlite.record_sent(values, ids, token=token, now=now),
-            budget=LOCKED_DB_RETRY,
-        )
+        # Without the log's lock: the other threads and processes go on noting their sends
+        # while this one waits for the database. record_noted writes each send once even if
+        # the lease's recovery writes the same notes meanwhile. A database error leaves the
+        # notes for that recovery. The threads of this process take turns here, not at the
+        # file's lock, whose busy handler sleeps a millisecond and more before it looks again.
+        with _writing:
+            moved_ids, _ = with_db_retry(
+                lambda: recording_sqlite.record_noted(
+                    [v for _, v in noted], ids, token=batch.token, now=now
+                )
+            )
+        moved = set(moved_ids)
+        if len(moved) < len(noted):
+            logger.warning(
+                "mailroom: %d sent message(s) had lost their lease and were recorded by the "
+                "worker that took it back",
+                len(noted) - len(moved),
+            )
+        try:
+            self._log.drop(batch.token, ids)
+        except sqlite3.Error as exc:  # Busy included
+            # The sends are written: whoever recovers the lease finds them moved on and drops
+            # the notes then.
+            logger.warning(
+                "mailroom: outcome log %s: %s; notes left to recovery", self._log.path, exc
+            )
+        outcomes = [o for o in (o for o, _ in noted) if o.message.pk in moved]
+        made = signal_attempts(outcomes, worker=batch.worker, text_limit=batch.text_limit)
+        finish(outcomes, made, len(outcomes), now=now)
+        batch.written.extend(outcomes)
 
 
 def recover(now: datetime) -> frozenset[int] | None:
@@ -236,10 +227,12 @@ def _replay(log: outcome_log.OutcomeLog, now: datetime) -> list[list[Note]]:
                 moved_on.append(note)
             elif until is not None and until < now:
                 replay[note.token].append(note)
-        replayed = []
-        for token, group in replay.items():
+        replayed: list[list[Note]] = []  # per claim, the notes whose message this moved
+        written: list[Note] = []
+        late = 0
+        for token, group in [*replay.items(), *_by_token(moved_on).items()]:
             try:
-                recording_sqlite.record_sent(
+                moved, recorded = recording_sqlite.record_noted(
                     [n.attempt for n in group], [n.message for n in group], token=token, now=now
                 )
             except DatabaseError:
@@ -247,40 +240,29 @@ def _replay(log: outcome_log.OutcomeLog, now: datetime) -> list[list[Note]]:
             except Exception as exc:  # values this version cannot store
                 unreadable.extend(outcome_log.Unreadable(token, n.message, str(exc)) for n in group)
                 continue
-            replayed.append(group)
-        _record_missing_attempts(moved_on)
+            written += group
+            late += recorded - len(moved)
+            moved_here = set(moved)
+            replayed.append([n for n in group if n.message in moved_here])
+        if late:
+            logger.warning(
+                "mailroom: %d attempt(s) from the outcome log recorded for messages already "
+                "moved on",
+                late,
+            )
         for problem in unreadable:
             logger.error("mailroom: outcome log: note for %s dropped; sent again", problem)
         recovery.drop(
-            [(u.token, u.message) for u in unreadable]
-            + [(n.token, n.message) for group in replayed for n in group]
-            + [(n.token, n.message) for n in moved_on]
+            [(u.token, u.message) for u in unreadable] + [(n.token, n.message) for n in written]
         )
-    return replayed
+    return [group for group in replayed if group]
 
 
-def _record_missing_attempts(notes: list[Note]) -> None:
-    """The attempts of ``notes`` whose messages moved on without them (none, usually: the
-    batch wrote them, then died before it dropped its notes)."""
-    if not notes:
-        return
-    ids = [n.message for n in notes]
-    existing = set(
-        Attempt.objects.filter(message_id__in=ids).values_list("message_id", "started_at", "worker")
-    )
-    alive = set(Message.objects.filter(pk__in=ids).values_list("pk", flat=True))
-    missing = [
-        Attempt(**n.attempt)
-        for n in notes
-        if n.message in alive
-        and (n.message, n.attempt["started_at"], n.attempt["worker"]) not in existing
-    ]
-    if missing:
-        Attempt.objects.bulk_create(missing)
-        logger.warning(
-            "mailroom: %d attempt(s) from the outcome log recorded for messages already moved on",
-            len(missing),
-        )
+def _by_token(notes: list[Note]) -> dict[str, list[Note]]:
+    groups: defaultdict[str, list[Note]] = defaultdict(list)
+    for note in notes:
+        groups[note.token].append(note)
+    return groups
 
 
 def _signal_sent(notes: list[Note]) -> None:

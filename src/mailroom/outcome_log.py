@@ -102,16 +102,13 @@ class OutcomeLog:
         with self._taking_turn():
             db.execute("INSERT INTO sent (token, message, attempt) VALUES (?, ?, ?)", row)
 
-    @contextlib.contextmanager
-    def settling(self, token: str) -> Iterator[set[int]]:
-        """Hold the file's write lock; yield the messages of ``token`` still noted (recovery
-        may have taken some, if the lease was lost); drop those notes when the block ends
-        without an error, or keep them all if it raises."""
+    def drop(self, token: str, messages: list[int]) -> None:
+        """Drop the notes of ``messages`` of claim ``token`` (their sends are written down)."""
         db = self._db()
         with self._taking_turn(), _write_lock(db):
-            rows = db.execute("SELECT message FROM sent WHERE token = ?", (token,))
-            yield {int(message) for (message,) in rows}
-            db.execute("DELETE FROM sent WHERE token = ?", (token,))
+            db.executemany(
+                "DELETE FROM sent WHERE token = ? AND message = ?", [(token, m) for m in messages]
+            )
 
     @contextlib.contextmanager
     def recovering(self) -> Iterator[Recovery]:

@@ -25,7 +25,8 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from .models import Attempt
+from .columns import stored_fields
+from .models import Attempt, Message
 from .recording_plain import attempt_rows, insert_sql, mark_sent_statement, record_sent_plain
 
 
@@ -82,6 +83,90 @@ def record_sent_many(writes: Sequence[Write], *, now: datetime) -> list[int]:
             db.queries_log.extend({"sql": sql, "time": "0"} for sql in (_insert(), update))
         db.queries_log.append({"sql": "COMMIT", "time": "0"})
     return moved
+
+
+def record_noted(
+    attempts: Sequence[Mapping[str, Any]], ids: Sequence[int], *, token: str, now: datetime
+) -> tuple[list[int], int]:
+    """Write the sends an outcome log noted for claim ``token`` (``logged_writer``): messages
+    ``ids``, each with its attempt's values. Returns the ids this call moved to sent, and how
+    many attempts it recorded (theirs, and those of others not recorded yet).
+
+    Two writers may hold the same notes at once: the batch that made them, at its end, and the
+    recovery of its lease, if the lease ran out meanwhile. Neither waits for the other; instead
+    each write is one IMMEDIATE transaction (SQLite's write lock: no other writer between its
+    reads and its writes) that moves only the messages ``token`` still holds, with their
+    attempts. A message it does not hold was moved on already (by the other writer, or back to
+    the queue): its attempt is inserted only if that message has no attempt with the same start
+    and worker yet. So each send is moved once and its attempt recorded once, whoever is first.
+    """
+    db = connections[DEFAULT_DB_ALIAS]
+    assert not db.in_atomic_block
+    by_id = dict(zip(ids, attempt_rows(attempts, db), strict=True))
+    held_sql = _noted_queries(len(ids))[0]
+    done = ["BEGIN IMMEDIATE", held_sql]  # the statements run, for Django's query log
+    db.ensure_connection()
+    raw = db.connection
+    with db.wrap_database_errors:
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            held = [pk for (pk,) in raw.execute(held_sql, [*ids, token])]
+            holding = set(held)
+            others = [pk for pk in ids if pk not in holding]
+            rows = [by_id[pk] for pk in held]
+            if others:
+                _, alive_sql, recorded_sql = _noted_queries(len(others))
+                alive = {pk for (pk,) in raw.execute(alive_sql, others)}
+                recorded = set(raw.execute(recorded_sql, others))
+                rows += _not_recorded([by_id[pk] for pk in others if pk in alive], recorded)
+                done += [alive_sql, recorded_sql]
+            if rows:
+                raw.executemany(_insert(), rows)
+                done.append(_insert())
+            if held:
+                update, params = mark_sent_statement(held, token=token, now=now, db=db)
+                raw.execute(_qmarks(update), params)
+                done.append(_qmarks(update))
+            raw.execute("COMMIT")
+        except BaseException:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            raise
+    if db.queries_logged:
+        db.queries_log.extend({"sql": sql, "time": "0"} for sql in [*done, "COMMIT"])
+    return held, len(rows)
+
+
+def _not_recorded(
+    rows: list[tuple[Any, ...]], recorded: set[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """The attempt ``rows`` whose (message, start, worker) is not among ``recorded``."""
+    message, started, worker = _identity_positions()
+    return [r for r in rows if (r[message], r[started], r[worker]) not in recorded]
+
+
+@functools.lru_cache(maxsize=64)
+def _noted_queries(count: int) -> tuple[str, str, str]:
+    """For ``count`` messages: those a claim still holds; those that exist; their attempts'
+    (message, start, worker)."""
+    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    messages, attempts = quote(Message._meta.db_table), quote(Attempt._meta.db_table)
+    marks = ", ".join("?" * count)
+    return (
+        f"SELECT id FROM {messages} WHERE id IN ({marks}) AND claimed_by = ?",
+        f"SELECT id FROM {messages} WHERE id IN ({marks})",
+        # The start as stored, text, as the attempt rows hold it: Django's connection would
+        # make a datetime of the bare column.
+        f"SELECT message_id, CAST(started_at AS TEXT), worker FROM {attempts} "
+        f"WHERE message_id IN ({marks})",
+    )
+
+
+@functools.cache
+def _identity_positions() -> tuple[int, int, int]:
+    """Where an attempt row (``attempt_rows``) holds its message, start and worker."""
+    names = [f.attname for f in stored_fields(Attempt)]
+    return names.index("message_id"), names.index("started_at"), names.index("worker")
 
 
 @functools.cache

@@ -169,20 +169,25 @@ def test_a_worker_with_two_threads_commits_through_one_writer_at_a_time(
     lock = threading.Lock()
     writing = [0]
     most = [0]
-    real = recording_sqlite.record_sent_many
 
-    def recorded(writes, *, now):  # type: ignore[no-untyped-def]
-        with lock:
-            writing[0] += 1
-            most[0] = max(most[0], writing[0])
-        try:
-            time.sleep(0.002)  # a commit that takes a while, as on a real disk
-            return real(writes, now=now)
-        finally:
+    def one_at_a_time(real):  # type: ignore[no-untyped-def]
+        def recorded(*args, **kwargs):  # type: ignore[no-untyped-def]
             with lock:
-                writing[0] -= 1
+                writing[0] += 1
+                most[0] = max(most[0], writing[0])
+            try:
+                time.sleep(0.002)  # a commit that takes a while, as on a real disk
+                return real(*args, **kwargs)
+            finally:
+                with lock:
+                    writing[0] -= 1
 
-    monkeypatch.setattr(recording_sqlite, "record_sent_many", recorded)
+        return recorded
+
+    # The outcome writer's commits (WAL, or the outcome log off), and the batches' writes of
+    # their notes (the outcome log, in the test database's rollback journal).
+    for name in ("record_sent_many", "record_noted"):
+        monkeypatch.setattr(recording_sqlite, name, one_at_a_time(getattr(recording_sqlite, name)))
     mailroom.enqueue_many(
         EmailMessage(f"S{i}", "B", "app@example.com", [f"u{i}@x.org"]) for i in range(40)
     )
