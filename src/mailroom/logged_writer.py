@@ -116,24 +116,28 @@ class LoggedWriter:
             return
         noted, self._noted = self._noted, []
         batch = self._batch
-        now = batch.clock()
         ids = [o.message.pk for o, _ in noted]
-        # Without the log's lock: the other threads and processes go on noting their sends
-        # while this one waits for the database. record_noted writes each send once even if
-        # the lease's recovery writes the same notes meanwhile. A database error leaves the
-        # notes for that recovery. The threads of this process take turns here, not at the
-        # file's lock, whose busy handler sleeps a millisecond and more before it looks again.
-        with _writing:
-            moved_ids, _ = with_db_retry(
-                lambda: recording_sqlite.record_noted(
-                    [v for _, v in noted], ids, token=batch.token, now=now
-                )
-            )
+        values = [v for _, v in noted]
+
+        def write() -> tuple[datetime, list[int]]:
+            # Without the log's lock: the other threads and processes go on noting their sends
+            # while this one waits for the database. record_noted writes each send once even
+            # if the lease's recovery writes the same notes meanwhile. The threads of this
+            # process take turns here, not at the file's lock, whose busy handler sleeps a
+            # millisecond and more before it looks again; a thread waiting out an outage does
+            # so outside this lock.
+            with _writing:
+                now = batch.clock()
+                moved, _ = recording_sqlite.record_noted(values, ids, token=batch.token, now=now)
+                return now, moved
+
+        # A database error that outlasts the retries leaves the notes to the lease's recovery.
+        now, moved_ids = with_db_retry(write)
         moved = set(moved_ids)
         if len(moved) < len(noted):
             logger.warning(
-                "mailroom: %d sent message(s) had lost their lease and were recorded by the "
-                "worker that took it back",
+                "mailroom: %d sent message(s) had lost their lease: recorded by the worker that "
+                "took it back, or back in the queue",
                 len(noted) - len(moved),
             )
         try:
@@ -175,7 +179,7 @@ def recover(now: datetime) -> frozenset[int] | None:
     try:
         if connection.in_atomic_block:
             return frozenset(log.noted())
-        replayed = _replay(log, now)
+        replayed, failure = _replay(log, now)
     except outcome_log.Busy as exc:
         logger.warning("mailroom: outcome log %s busy (%s); leases taken back later", log.path, exc)
         return None
@@ -197,11 +201,17 @@ def recover(now: datetime) -> frozenset[int] | None:
             "recorded from the outcome log, not sent again",
             moved,
         )
+    if failure is not None:
+        raise failure  # the rest of the notes stay for the next round
     return frozenset()
 
 
-def _replay(log: outcome_log.OutcomeLog, now: datetime) -> list[list[Note]]:
-    """:func:`recover` under the log's lock: the groups of notes replayed (one per claim)."""
+def _replay(
+    log: outcome_log.OutcomeLog, now: datetime
+) -> tuple[list[list[Note]], DatabaseError | None]:
+    """:func:`recover` under the log's lock: the groups of notes replayed (one per claim), and
+    the database error that stopped it, if one did (the groups written before it still have
+    their notes dropped and their signals sent)."""
     with log.recovering() as recovery:
         notes, unreadable = recovery.notes()
         expected = {f.attname for f in stored_fields(Attempt)}
@@ -230,13 +240,17 @@ def _replay(log: outcome_log.OutcomeLog, now: datetime) -> list[list[Note]]:
         replayed: list[list[Note]] = []  # per claim, the notes whose message this moved
         written: list[Note] = []
         late = 0
+        failure: DatabaseError | None = None
         for token, group in [*replay.items(), *_by_token(moved_on).items()]:
             try:
                 moved, recorded = recording_sqlite.record_noted(
                     [n.attempt for n in group], [n.message for n in group], token=token, now=now
                 )
-            except DatabaseError:
-                raise  # the database's trouble, not the notes': they stay for the next round
+            except DatabaseError as exc:
+                # The database's trouble, not the notes': this group's and the rest stay for
+                # the next round.
+                failure = exc
+                break
             except Exception as exc:  # values this version cannot store
                 unreadable.extend(outcome_log.Unreadable(token, n.message, str(exc)) for n in group)
                 continue
@@ -255,7 +269,7 @@ def _replay(log: outcome_log.OutcomeLog, now: datetime) -> list[list[Note]]:
         recovery.drop(
             [(u.token, u.message) for u in unreadable] + [(n.token, n.message) for n in written]
         )
-    return [group for group in replayed if group]
+    return [group for group in replayed if group], failure
 
 
 def _by_token(notes: list[Note]) -> dict[str, list[Note]]:

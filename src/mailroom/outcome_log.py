@@ -42,8 +42,9 @@ from typing import Any
 #: Appended to the database's file name.
 SUFFIX = "-mailroom-log"
 
-#: How long a note waits for another thread or process holding the file's write lock (a
-#: batch writing its outcomes to the database under it) before it gives up.
+#: How long a note waits for another thread or process holding the file's write lock (another
+#: note, a batch dropping its notes, or a recovery replaying notes into the database under it)
+#: before it gives up.
 BUSY_TIMEOUT = 30.0
 
 _SCHEMA = """

@@ -5,22 +5,25 @@ worker noted. The test database is a file in SQLite's default journal (DELETE)."
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 import pytest
 from django.core.mail import EmailMessage
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 import mailroom
 from mailroom import logged_writer, outcome_log, recording_sqlite, signals
+from mailroom.batch import with_db_retry
 from mailroom.claiming import claim, reclaim_expired
 from mailroom.models import Attempt, Message, Status
 from mailroom.worker import Engine, RunStats
@@ -228,7 +231,7 @@ def test_a_busy_log_holds_every_expired_lease_back_until_the_next_round(monkeypa
     rows = died_with_notes(3, noted=2)
     path = outcome_log.for_database(database()).path
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
-        other.execute("BEGIN IMMEDIATE")  # another process writing its batch down
+        other.execute("BEGIN IMMEDIATE")  # another process recovering notes
         assert reclaim_expired(timezone.now()) == 0
         assert Message.objects.filter(status=Status.SENDING).count() == 3
         other.execute("COMMIT")
@@ -292,10 +295,18 @@ def test_a_batch_that_lost_its_lease_writes_only_what_recovery_left(queue_to_smt
 
     queue_to_smtp.script.data = recover_midway
     queue(6)
-
-    Engine(batch_size=6).send_due()
+    signalled: list[int] = []
+    signals.message_sent.connect(
+        lambda **kw: signalled.append(kw["message"].pk), weak=False, dispatch_uid="lost"
+    )
+    try:
+        Engine(batch_size=6).send_due()
+    finally:
+        signals.message_sent.disconnect(dispatch_uid="lost")
 
     assert recovered == [3]  # S0, S1, S2 were noted when S3's dot came
+    # One message_sent per message: from the recovery for S0..S2, from the batch for the rest.
+    assert sorted(signalled) == sorted(Message.objects.values_list("pk", flat=True))
     # The batch wrote S3..S5 itself, and not S0..S2 a second time.
     assert Message.objects.filter(status=Status.SENT).count() == 6
     assert sorted(Attempt.objects.values_list("message__subject", flat=True)) == [
@@ -489,20 +500,132 @@ def test_other_senders_go_on_noting_while_a_batch_writes_the_database(
     assert notes() == [("other:1", 10**6)]
 
 
-def test_two_writers_of_the_same_notes_write_each_send_once() -> None:
-    """A batch's end and its lease's recovery may write the same notes, in either order:
-    the first moves the messages with their attempts, the second neither moves them nor
-    records an attempt again; a message that moved on without its attempt gets it."""
-    rows = died_with_notes(3, noted=3)
-    values = [noted_attempt(r) for r in rows]
+@pytest.mark.parametrize(
+    "started",
+    [
+        STARTED,
+        STARTED.replace(microsecond=0),
+        STARTED.astimezone(dt_timezone(timedelta(hours=5, minutes=30))),
+    ],
+    ids=["utc", "whole-second", "offset"],
+)
+def test_two_writers_of_the_same_notes_write_each_send_once(started: datetime) -> None:
+    """A batch's end and its lease's recovery may write the same notes, in either order: the
+    first moves the messages with their attempts, the second (with the values as read back
+    from the log) neither moves them nor records an attempt again; a message that moved on
+    without its attempt gets it, one that was deleted gets none."""
+    rows = died_with_notes(4, noted=4)
+    values = [{**noted_attempt(r), "started_at": started} for r in rows]
     ids = [r.pk for r in rows]
     Message.objects.filter(pk=rows[2].pk).update(status=Status.QUEUED, claimed_by="")
+    Message.objects.filter(pk=rows[3].pk).delete()
     now = timezone.now()
 
     moved, recorded = recording_sqlite.record_noted(values, ids, token="dead:1", now=now)
     assert (sorted(moved), recorded) == (ids[:2], 3)
-    assert recording_sqlite.record_noted(values, ids, token="dead:1", now=now) == ([], 0)
+    from_the_log = [outcome_log._decode(outcome_log._encode(v)) for v in values]
+    assert recording_sqlite.record_noted(from_the_log, ids, token="dead:1", now=now) == ([], 0)
 
     assert Message.objects.filter(status=Status.SENT).count() == 2
     assert Message.objects.get(pk=rows[2].pk).status == Status.QUEUED  # left to the queue
-    assert sorted(Attempt.objects.values_list("message_id", flat=True)) == sorted(ids)
+    assert sorted(Attempt.objects.values_list("message_id", flat=True)) == ids[:3]
+
+
+def at_once(threads: int, write: Any) -> list[Any]:
+    """What ``write`` returned in each of ``threads`` threads started together."""
+    results: list[Any] = []
+    start = threading.Barrier(threads)
+
+    def run() -> None:
+        try:
+            start.wait()
+            results.append(with_db_retry(write))
+        finally:
+            connection.close()
+
+    writers = [threading.Thread(target=run) for _ in range(threads)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    return results
+
+
+def test_writers_at_the_same_moment_move_each_message_once() -> None:
+    """Three writers of the same notes at once (the batch, two recoveries): each message is
+    moved by one of them, and has one attempt."""
+    for _ in range(5):
+        Attempt.objects.all().delete()
+        Message.objects.all().delete()
+        rows = died_with_notes(20, noted=0)
+        ids = [r.pk for r in rows]
+        values = [noted_attempt(r) for r in rows]
+        Message.objects.filter(pk__in=ids[10:]).update(status=Status.QUEUED, claimed_by="")
+        write = functools.partial(
+            recording_sqlite.record_noted, values, ids, token="dead:1", now=timezone.now()
+        )
+        results = at_once(3, write)
+        assert sorted(len(moved) for moved, _ in results) == [0, 0, 10]
+        assert sum(recorded for _, recorded in results) == 20
+        assert Attempt.objects.count() == 20
+        assert set(Message.objects.filter(pk__in=ids[:10]).values_list("attempts", flat=True)) == {
+            1
+        }
+
+
+def test_a_database_error_at_the_batchs_end_leaves_the_notes_to_recovery(
+    queue_to_smtp, monkeypatch
+) -> None:
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("disk I/O error")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(recording_sqlite, "record_noted", down)
+        patched.setattr(logged_writer, "with_db_retry", lambda op: with_db_retry(op, budget=0))
+        queue(3)
+        with pytest.raises(OperationalError):
+            Engine(batch_size=3).send_due()
+    assert len(notes()) == 3
+    assert Message.objects.filter(status=Status.SENDING).count() == 3
+    assert not Attempt.objects.exists()
+
+    Message.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert reclaim_expired(timezone.now()) == 0
+    assert Message.objects.filter(status=Status.SENT).count() == 3
+    assert Attempt.objects.count() == 3
+    assert notes() == []
+
+
+def test_a_database_error_in_recovery_keeps_what_was_written_and_the_rest_of_the_notes(
+    monkeypatch,
+) -> None:
+    queue(4)
+    past = timezone.now() - timedelta(minutes=1)
+    log = outcome_log.for_database(database())
+    claims = {}
+    for token in ("dead:1", "dead:2"):
+        rows = claim(token=token, now=timezone.now(), limit=2, lease=300)
+        Message.objects.filter(pk__in=[r.pk for r in rows]).update(claimed_until=past)
+        for row in rows:
+            log.append(token, row.pk, noted_attempt(row))
+        claims[token] = [r.pk for r in rows]
+    real = recording_sqlite.record_noted
+
+    def second_claim_fails(attempts: Any, ids: Any, *, token: str, now: Any) -> Any:
+        if token == "dead:2":
+            raise OperationalError("database is locked")
+        return real(attempts, ids, token=token, now=now)
+
+    monkeypatch.setattr(recording_sqlite, "record_noted", second_claim_fails)
+    signalled: list[int] = []
+    signals.message_sent.connect(
+        lambda **kw: signalled.append(kw["message"].pk), weak=False, dispatch_uid="partial"
+    )
+    try:
+        with pytest.raises(OperationalError):
+            logged_writer.recover(timezone.now())
+    finally:
+        signals.message_sent.disconnect(dispatch_uid="partial")
+    assert sorted(signalled) == claims["dead:1"]
+    assert sorted(m for _, m in notes()) == claims["dead:2"]
+    assert Message.objects.filter(status=Status.SENT).count() == 2
