@@ -18,8 +18,9 @@ are logged, as Django would log them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -66,17 +67,10 @@ def record_sent_many(writes: Sequence[Write], *, now: datetime) -> list[int]:
     db.ensure_connection()
     raw = db.connection
     moved = []
-    with db.wrap_database_errors:
-        try:
-            raw.execute("BEGIN IMMEDIATE")
-            for rows, update, params in statements:
-                raw.executemany(_insert(), rows)
-                moved.append(int(raw.execute(update, params).rowcount))
-            raw.execute("COMMIT")
-        except BaseException:
-            if raw.in_transaction:
-                raw.execute("ROLLBACK")
-            raise
+    with db.wrap_database_errors, _immediate(raw):
+        for rows, update, params in statements:
+            raw.executemany(_insert(), rows)
+            moved.append(int(raw.execute(update, params).rowcount))
     if db.queries_logged:
         db.queries_log.append({"sql": "BEGIN IMMEDIATE", "time": "0"})
         for _rows, update, _params in statements:
@@ -107,34 +101,41 @@ def record_noted(
     done = ["BEGIN IMMEDIATE", held_sql]  # the statements run, for Django's query log
     db.ensure_connection()
     raw = db.connection
-    with db.wrap_database_errors:
-        try:
-            raw.execute("BEGIN IMMEDIATE")
-            held = [pk for (pk,) in raw.execute(held_sql, [*ids, token])]
-            holding = set(held)
-            others = [pk for pk in ids if pk not in holding]
-            rows = [by_id[pk] for pk in held]
-            if others:
-                _, alive_sql, recorded_sql = _noted_queries(len(others))
-                alive = {pk for (pk,) in raw.execute(alive_sql, others)}
-                recorded = set(raw.execute(recorded_sql, others))
-                rows += _not_recorded([by_id[pk] for pk in others if pk in alive], recorded)
-                done += [alive_sql, recorded_sql]
-            if rows:
-                raw.executemany(_insert(), rows)
-                done.append(_insert())
-            if held:
-                update, params = mark_sent_statement(held, token=token, now=now, db=db)
-                raw.execute(_qmarks(update), params)
-                done.append(_qmarks(update))
-            raw.execute("COMMIT")
-        except BaseException:
-            if raw.in_transaction:
-                raw.execute("ROLLBACK")
-            raise
+    with db.wrap_database_errors, _immediate(raw):
+        held = [pk for (pk,) in raw.execute(held_sql, [*ids, token])]
+        holding = set(held)
+        others = [pk for pk in ids if pk not in holding]
+        rows = [by_id[pk] for pk in held]
+        if others:
+            _, alive_sql, recorded_sql = _noted_queries(len(others))
+            alive = {pk for (pk,) in raw.execute(alive_sql, others)}
+            recorded = set(raw.execute(recorded_sql, others))
+            rows += _not_recorded([by_id[pk] for pk in others if pk in alive], recorded)
+            done += [alive_sql, recorded_sql]
+        if rows:
+            raw.executemany(_insert(), rows)
+            done.append(_insert())
+        if held:
+            update, params = mark_sent_statement(held, token=token, now=now, db=db)
+            raw.execute(_qmarks(update), params)
+            done.append(_qmarks(update))
     if db.queries_logged:
         db.queries_log.extend({"sql": sql, "time": "0"} for sql in [*done, "COMMIT"])
     return held, len(rows)
+
+
+@contextlib.contextmanager
+def _immediate(raw: Any) -> Iterator[None]:
+    """One IMMEDIATE transaction on ``raw`` (the ``sqlite3`` connection, which Django keeps in
+    autocommit): committed when the block ends, rolled back if it raises."""
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
+        raise
+    raw.execute("COMMIT")
 
 
 def _not_recorded(
