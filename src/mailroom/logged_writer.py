@@ -243,9 +243,12 @@ def _replay(
         failure: DatabaseError | None = None
         for token, group in [*replay.items(), *_by_token(moved_on).items()]:
             try:
-                moved, recorded = recording_sqlite.record_noted(
-                    [n.attempt for n in group], [n.message for n in group], token=token, now=now
-                )
+                # In this process's turn, as a batch's write: a recovery may run while another
+                # thread's batch writes (it finds that batch's notes just written: moved on).
+                with _writing:
+                    moved, recorded = recording_sqlite.record_noted(
+                        [n.attempt for n in group], [n.message for n in group], token=token, now=now
+                    )
             except DatabaseError as exc:
                 # The database's trouble, not the notes': this group's and the rest stay for
                 # the next round.
