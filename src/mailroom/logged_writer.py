@@ -148,7 +148,7 @@ class LoggedWriter:
             logger.warning(
                 "mailroom: outcome log %s: %s; notes left to recovery", self._log.path, exc
             )
-        outcomes = [o for o in (o for o, _ in noted) if o.message.pk in moved]
+        outcomes = [o for o, _ in noted if o.message.pk in moved]
         made = signal_attempts(outcomes, worker=batch.worker, text_limit=batch.text_limit)
         finish(outcomes, made, len(outcomes), now=now)
         batch.written.extend(outcomes)
@@ -229,19 +229,19 @@ def _replay(
                 pk__in=[n.message for n in notes], status=Status.SENDING
             ).values_list("pk", "claimed_by", "claimed_until")
         }
-        replay: defaultdict[str, list[Note]] = defaultdict(list)
+        expired: list[Note] = []
         moved_on: list[Note] = []
         for note in notes:
             token, until = claims.get(note.message, ("", None))
             if token != note.token:
                 moved_on.append(note)
             elif until is not None and until < now:
-                replay[note.token].append(note)
+                expired.append(note)
         replayed: list[list[Note]] = []  # per claim, the notes whose message this moved
         written: list[Note] = []
         late = 0
         failure: DatabaseError | None = None
-        for token, group in [*replay.items(), *_by_token(moved_on).items()]:
+        for token, group in [*_by_token(expired).items(), *_by_token(moved_on).items()]:
             try:
                 # In this process's turn, as a batch's write: a recovery may run while another
                 # thread's batch writes (it finds that batch's notes just written: moved on).

@@ -97,21 +97,21 @@ def record_noted(
     db = connections[DEFAULT_DB_ALIAS]
     assert not db.in_atomic_block
     by_id = dict(zip(ids, attempt_rows(attempts, db), strict=True))
-    held_sql = _noted_queries(len(ids))[0]
-    done = ["BEGIN IMMEDIATE", held_sql]  # the statements run, for Django's query log
+    claims_sql = _noted_queries(len(ids))[0]
+    done = ["BEGIN IMMEDIATE", claims_sql]  # the statements run, for Django's query log
     db.ensure_connection()
     raw = db.connection
     with db.wrap_database_errors, _immediate(raw):
-        held = [pk for (pk,) in raw.execute(held_sql, [*ids, token])]
-        holding = set(held)
-        others = [pk for pk in ids if pk not in holding]
+        # Each message that still exists, and who holds it.
+        claims = dict(raw.execute(claims_sql, ids).fetchall())
+        held = [pk for pk in ids if claims.get(pk) == token]
         rows = [by_id[pk] for pk in held]
+        others = [pk for pk in ids if pk in claims and claims[pk] != token]
         if others:
-            _, alive_sql, recorded_sql = _noted_queries(len(others))
-            alive = {pk for (pk,) in raw.execute(alive_sql, others)}
+            recorded_sql = _noted_queries(len(others))[1]
             recorded = set(raw.execute(recorded_sql, others))
-            rows += _not_recorded([by_id[pk] for pk in others if pk in alive], recorded)
-            done += [alive_sql, recorded_sql]
+            rows += _not_recorded([by_id[pk] for pk in others], recorded)
+            done.append(recorded_sql)
         if rows:
             raw.executemany(_insert(), rows)
             done.append(_insert())
@@ -147,15 +147,14 @@ def _not_recorded(
 
 
 @functools.lru_cache(maxsize=64)
-def _noted_queries(count: int) -> tuple[str, str, str]:
-    """For ``count`` messages: those a claim still holds; those that exist; their attempts'
+def _noted_queries(count: int) -> tuple[str, str]:
+    """For ``count`` messages: those that exist, with their claim token; their attempts'
     (message, start, worker)."""
     quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
     messages, attempts = quote(Message._meta.db_table), quote(Attempt._meta.db_table)
     marks = ", ".join("?" * count)
     return (
-        f"SELECT id FROM {messages} WHERE id IN ({marks}) AND claimed_by = ?",
-        f"SELECT id FROM {messages} WHERE id IN ({marks})",
+        f"SELECT id, claimed_by FROM {messages} WHERE id IN ({marks})",
         # The start as stored, text, as the attempt rows hold it: Django's connection would
         # make a datetime of the bare column.
         f"SELECT message_id, CAST(started_at AS TEXT), worker FROM {attempts} "
