@@ -44,6 +44,7 @@ from django.db import connection, models, transaction
 from . import contents
 from .columns import insert_statement, json_row, stored_fields
 from .models import Message, MessageContent
+from .preparing import preparer
 
 
 class Unfinished(Sequence[Message]):
@@ -284,7 +285,7 @@ def _bound_insert() -> str:
 
 @functools.cache
 def _bound_preparers() -> list[tuple[str, Callable[[Any], Any]]]:
-    return [(f.attname, _preparer(f)) for f in stored_fields(Message)]
+    return [(f.attname, preparer(f)) for f in stored_fields(Message)]
 
 
 def _content_fields() -> list[models.Field[Any, Any]]:
@@ -294,7 +295,7 @@ def _content_fields() -> list[models.Field[Any, Any]]:
 
 @functools.cache
 def _bound_content_preparers() -> list[tuple[str, Callable[[Any], Any]]]:
-    return [(f.attname, _preparer(f)) for f in _content_fields()]
+    return [(f.attname, preparer(f)) for f in _content_fields()]
 
 
 #: SQLite's limit on parameters in one statement since 3.32 (Django assumes the older 999).
@@ -313,9 +314,9 @@ def _insert_sqlite(model: type[models.Model], rows: Sequence[Any], *, returning:
     for field in fields:
         value = getattr(first, field.attname)
         if all(getattr(row, field.attname) == value for row in others):
-            shared[field.attname] = _preparer(field)(value)
+            shared[field.attname] = preparer(field)(value)
     # The others through each field's preparer, in the fields' order.
-    own = [(f.attname, _preparer(f)) for f in fields if f.attname not in shared]
+    own = [(f.attname, preparer(f)) for f in fields if f.attname not in shared]
     per_statement = max(1, _SQLITE_MAX_PARAMS // len(fields))
     ids: list[int] = []
     # Several statements stand or fall together: insert() calls this in an atomic block.
@@ -357,66 +358,6 @@ def _sqlite_statement(model: type[models.Model], returning: bool, count: int) ->
         assert pk is not None
         sql += f" RETURNING {quote(pk.column)}"
     return sql
-
-
-#: Django's own fields whose preparation of None is None, on every database.
-_NONE_STAYS_NONE = frozenset(
-    {
-        models.DateTimeField,
-        models.IntegerField,
-        models.SmallIntegerField,
-        models.PositiveIntegerField,
-        models.BigIntegerField,
-    }
-)
-
-
-@functools.cache
-def _preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
-    """``field.get_db_prep_save(value, connection)`` as a function of the value.
-
-    For Django's own JSON, binary and text fields and the values enqueue stores in them (a dict
-    or list; bytes; a str), the one step of that chain which changes anything is taken
-    directly: the calls in between are most of its cost (measured for a 1.4 KB payload: 8.5 us
-    against 6.1). Any other value, or a subclass's field, goes the whole way; each shortcut is
-    checked against the field's own preparation in tests/integration/test_enqueue.py.
-    """
-
-    def whole(value: Any) -> Any:
-        return field.get_db_prep_save(value, connection)
-
-    if type(field) is models.JSONField:
-        adapt, encoder = connection.ops.adapt_json_value, field.encoder
-
-        def json_value(value: Any) -> Any:
-            if type(value) is dict or type(value) is list:
-                return adapt(value, encoder)
-            return whole(value)
-
-        return json_value
-    if type(field) is models.BinaryField:
-        binary = connection.Database.Binary  # type: ignore[attr-defined]
-
-        def bytes_value(value: Any) -> Any:
-            return binary(value) if type(value) is bytes else whole(value)
-
-        return bytes_value
-    if type(field) in _NONE_STAYS_NONE:
-        # A message's unset dates (sent_at, claimed_until...) are most of its dates: each went
-        # through the field, its connection's operations and three calls to stay None.
-
-        def none_value(value: Any) -> Any:
-            return None if value is None else whole(value)
-
-        return none_value
-    if type(field) is models.CharField or type(field) is models.TextField:
-        # get_prep_value's to_python gives a str back as it is.
-
-        def text_value(value: Any) -> Any:
-            return value if type(value) is str else whole(value)
-
-        return text_value
-    return whole
 
 
 def _copyable(rows: Sequence[Message]) -> bool:

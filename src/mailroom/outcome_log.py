@@ -194,10 +194,15 @@ def _write_lock(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
+#: json.dumps with any argument set makes an encoder per call: most of what encoding a note
+#: cost (12 us against 4.5 with this one, made once; the output is the same).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _encode(attempt: Mapping[str, Any]) -> str:
     values = dict(attempt)
     values["started_at"] = values["started_at"].isoformat()
-    return json.dumps(values, separators=(",", ":"))
+    return _ENCODER.encode(values)
 
 
 def _decode(text: str) -> dict[str, Any]:

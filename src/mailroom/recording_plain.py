@@ -12,7 +12,7 @@ to ``sqlite3``, in ``recording_sqlite``.)
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from django.db import connection, transaction
 
 from .columns import insert_statement, stored_fields
 from .models import Attempt, Message, Status
+from .preparing import preparer
 
 
 def record_sent_plain(
@@ -48,18 +49,20 @@ def mark_sent(ids: Collection[int], *, token: str, now: datetime) -> int:
         return int(cursor.rowcount)
 
 
-def attempt_rows(
-    attempts: Sequence[Attempt | Mapping[str, Any]], db: Any = connection
-) -> list[tuple[Any, ...]]:
+def attempt_rows(attempts: Sequence[Attempt | Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     """The values of :func:`insert_sql` for each attempt (an Attempt, or its values by field
-    as ``recording.attempt_values`` gives them), prepared by the fields for ``db`` (the
-    connection, or this thread's own DatabaseWrapper: the same, found faster)."""
-    fields = stored_fields(Attempt)
+    as ``recording.attempt_values`` gives them), prepared as the fields prepare them."""
+    prepares = _attempt_preparers()
     rows = []
     for attempt in attempts:
         values = attempt if isinstance(attempt, Mapping) else attempt.__dict__
-        rows.append(tuple(f.get_db_prep_save(values[f.attname], db) for f in fields))
+        rows.append(tuple([prepare(values[name]) for name, prepare in prepares]))
     return rows
+
+
+@functools.cache
+def _attempt_preparers() -> list[tuple[str, Callable[[Any], Any]]]:
+    return [(f.attname, preparer(f)) for f in stored_fields(Attempt)]
 
 
 def mark_sent_statement(

@@ -63,7 +63,7 @@ def record_sent_many(writes: Sequence[Write], *, now: datetime) -> list[int]:
     for attempts, ids, token in writes:
         update, params = mark_sent_statement(ids, token=token, now=now, db=db)
         # The same values, in the same order, with sqlite3's placeholder.
-        statements.append((attempt_rows(attempts, db), _qmarks(update), params))
+        statements.append((attempt_rows(attempts), _qmarks(update), params))
     db.ensure_connection()
     raw = db.connection
     moved = []
@@ -96,7 +96,7 @@ def record_noted(
     """
     db = connections[DEFAULT_DB_ALIAS]
     assert not db.in_atomic_block
-    by_id = dict(zip(ids, attempt_rows(attempts, db), strict=True))
+    by_id = dict(zip(ids, attempt_rows(attempts), strict=True))
     claims_sql = _noted_queries(len(ids))[0]
     done = ["BEGIN IMMEDIATE", claims_sql]  # the statements run, for Django's query log
     db.ensure_connection()

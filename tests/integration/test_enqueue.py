@@ -13,7 +13,7 @@ from django.utils import timezone
 import mailroom
 from mailroom import contents
 from mailroom.exceptions import InvalidMessage
-from mailroom.models import Message, MessageContent, Priority, Status
+from mailroom.models import Attempt, Message, MessageContent, Priority, Status
 from tests.support.spies import spy
 
 pytestmark = pytest.mark.django_db
@@ -520,41 +520,58 @@ _SAMPLES = [
     "",
     "text ✓",
     0,
+    -3,
     7,
+    1_000_003,
     True,
+    False,
     1.5,
+    float("inf"),
     timezone.now(),
     {"v": 1, "list": [1, None]},
+    [],
     ["a@example.com"],
     b"\x00MIME\xff",
 ]
 
 
-@pytest.mark.parametrize("model", [Message, MessageContent], ids=["message", "content"])
+@pytest.mark.parametrize(
+    "model", [Message, MessageContent, Attempt], ids=["message", "content", "attempt"]
+)
 def test_each_columns_shortcut_prepares_what_the_field_prepares(model) -> None:
-    """The inserts prepare values through inserting._preparer's shortcuts (JSON, bytes): each
-    must give what the field's own get_db_prep_save gives, for every value it may meet (and
-    any value a shortcut does not know goes the whole way)."""
-    from datetime import datetime
+    """The hand-written inserts (a message and its content at enqueue, an attempt on the send
+    path) prepare values through preparing.preparer's shortcuts: each must give what the
+    field's own get_db_prep_save gives, for every value it may meet (and any value a shortcut
+    does not know goes the whole way)."""
+    from datetime import datetime, timedelta
+    from datetime import timezone as dt_timezone
 
     from django.core.exceptions import ValidationError
     from django.db import connections
 
-    from mailroom import inserting
     from mailroom.columns import stored_fields
+    from mailroom.preparing import preparer
 
     db = connections["default"]
-    samples = [*_SAMPLES, datetime(2030, 1, 2, 3, 4, 5)]
+    elsewhere = dt_timezone(timedelta(hours=5, minutes=30))
+    samples = [
+        *_SAMPLES,
+        datetime(2030, 1, 2, 3, 4, 5),  # naive: warned about and made aware, the whole way
+        datetime(2030, 1, 2, 3, 4, 5, 678, tzinfo=elsewhere),  # aware, not in UTC
+    ]
     checked = 0
     for field in stored_fields(model):
-        prepare = inserting._preparer(field)
+        prepare = preparer(field)
         for value in samples:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # a naive datetime's warning
                 try:
                     want = field.get_db_prep_save(value, db)
-                except (TypeError, ValueError, ValidationError):
-                    continue  # a value this column could never hold
+                except (TypeError, ValueError, ValidationError, OverflowError) as exc:
+                    # A value this column could never hold: refused by the shortcut too.
+                    with pytest.raises(type(exc)):
+                        prepare(value)
+                    continue
                 got = prepare(value)
             assert _comparable(got) == _comparable(want), (field.name, value)
             checked += 1

@@ -1,0 +1,118 @@
+"""Values prepared for the hand-written statements, as Django's fields would prepare them.
+
+The inserts of enqueue (``inserting``) and of the send path's attempts (``recording_plain``,
+``recording_sqlite``) are written by hand, once; their values still go through the fields, so
+that they are stored exactly as the ORM would store them. ``field.get_db_prep_save(value,
+connection)`` is a chain of four or five calls for every value; for Django's own field types
+and the plain values mailroom itself puts in them, the one step of that chain that changes
+anything is taken directly here. Any other value, or a subclass's field, goes the whole way.
+Each shortcut is checked against the field's own preparation, value by value, on every
+database (tests/integration/test_enqueue.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, models
+
+#: Integer columns: get_prep_value's int() gives an int back as it is; what is left is the
+#: database's adapt_integerfield_value (which no built-in backend changes, but may).
+_INTEGERS = frozenset(
+    {
+        models.IntegerField,
+        models.SmallIntegerField,
+        models.PositiveIntegerField,
+        models.PositiveSmallIntegerField,
+        models.BigIntegerField,
+    }
+)
+
+#: Primary keys a foreign key points at: int() and the backend's validate_autopk_value, which
+#: refuses 0 on MySQL (so only a positive int takes the shortcut).
+_AUTO_KEYS = frozenset({models.AutoField, models.BigAutoField, models.SmallAutoField})
+
+
+@functools.cache
+def preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
+    """``field.get_db_prep_save(value, connection)`` as a function of the value (the default
+    database's: the only one mailroom writes its rows to)."""
+
+    def whole(value: Any) -> Any:
+        return field.get_db_prep_save(value, connection)
+
+    kind = type(field)
+    if type(field) is models.JSONField:
+        adapt_json, encoder = connection.ops.adapt_json_value, field.encoder
+
+        def json_value(value: Any) -> Any:
+            if type(value) is dict or type(value) is list:
+                return adapt_json(value, encoder)
+            return whole(value)
+
+        return json_value
+    if kind is models.BinaryField:
+        binary = connection.Database.Binary  # type: ignore[attr-defined]
+
+        def bytes_value(value: Any) -> Any:
+            return binary(value) if type(value) is bytes else whole(value)
+
+        return bytes_value
+    if kind is models.DateTimeField:
+        # An aware datetime passes get_prep_value unchanged (only a naive one is warned about
+        # and made aware); adapt_datetimefield_value is what remains (SQLite and MySQL store
+        # it naive in the connection's zone, as text; PostgreSQL takes it as it is).
+        adapt_datetime = connection.ops.adapt_datetimefield_value
+
+        def datetime_value(value: Any) -> Any:
+            # A message's unset dates (sent_at, claimed_until...) are most of its dates.
+            if value is None:
+                return None
+            if type(value) is datetime and value.utcoffset() is not None:
+                return adapt_datetime(value)
+            return whole(value)
+
+        return datetime_value
+    if kind in _INTEGERS:
+        adapt_integer, internal = connection.ops.adapt_integerfield_value, field.get_internal_type()
+
+        def integer_value(value: Any) -> Any:
+            if value is None:
+                return None
+            if type(value) is int:
+                return adapt_integer(value, internal)
+            return whole(value)
+
+        return integer_value
+    if type(field) is models.ForeignKey:
+        target = field.target_field
+        if type(target) in _AUTO_KEYS:
+
+            def key_value(value: Any) -> Any:
+                return value if type(value) is int and value > 0 else whole(value)
+
+            return key_value
+        return whole
+    if kind is models.FloatField:
+
+        def float_value(value: Any) -> Any:
+            return value if type(value) is float else whole(value)
+
+        return float_value
+    if kind is models.BooleanField:
+
+        def bool_value(value: Any) -> Any:
+            return value if type(value) is bool else whole(value)
+
+        return bool_value
+    if kind is models.CharField or kind is models.TextField:
+        # get_prep_value's to_python gives a str back as it is.
+
+        def text_value(value: Any) -> Any:
+            return value if type(value) is str else whole(value)
+
+        return text_value
+    return whole
