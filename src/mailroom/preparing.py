@@ -6,8 +6,10 @@ that they are stored exactly as the ORM would store them. ``field.get_db_prep_sa
 connection)`` is a chain of four or five calls for every value; for Django's own field types
 and the plain values mailroom itself puts in them, the one step of that chain that changes
 anything is taken directly here. Any other value, or a subclass's field, goes the whole way.
-Each shortcut is checked against the field's own preparation, value by value, on every
-database (tests/integration/test_enqueue.py).
+A field of a subclass takes a shortcut only if it prepares values as its Django base does
+(mailroom's own ``ContentKey`` changes the column's type, not its values). Each shortcut is
+checked against the field's own preparation, value by value, on every database
+(tests/integration/test_enqueue.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,20 @@ _INTEGERS = frozenset(
 _AUTO_KEYS = frozenset({models.AutoField, models.BigAutoField, models.SmallAutoField})
 
 
+#: The methods a field prepares a value with: a subclass that overrides none of them prepares
+#: as its base does.
+_PREPARATION = ("get_db_prep_save", "get_db_prep_value", "get_prep_value", "to_python")
+
+
+def _prepares_as(field: models.Field[Any, Any], base: type[models.Field[Any, Any]]) -> bool:
+    kind = type(field)
+    if kind is base:
+        return True
+    return isinstance(field, base) and all(
+        getattr(kind, name) is getattr(base, name) for name in _PREPARATION
+    )
+
+
 @functools.cache
 def preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
     """``field.get_db_prep_save(value, connection)`` as a function of the value (the default
@@ -44,8 +60,7 @@ def preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
     def whole(value: Any) -> Any:
         return field.get_db_prep_save(value, connection)
 
-    kind = type(field)
-    if type(field) is models.JSONField:
+    if isinstance(field, models.JSONField) and _prepares_as(field, models.JSONField):
         adapt_json, encoder = connection.ops.adapt_json_value, field.encoder
 
         def json_value(value: Any) -> Any:
@@ -54,14 +69,14 @@ def preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
             return whole(value)
 
         return json_value
-    if kind is models.BinaryField:
+    if _prepares_as(field, models.BinaryField):
         binary = connection.Database.Binary  # type: ignore[attr-defined]
 
         def bytes_value(value: Any) -> Any:
             return binary(value) if type(value) is bytes else whole(value)
 
         return bytes_value
-    if kind is models.DateTimeField:
+    if _prepares_as(field, models.DateTimeField):
         # An aware datetime passes get_prep_value unchanged (only a naive one is warned about
         # and made aware); adapt_datetimefield_value is what remains (SQLite and MySQL store
         # it naive in the connection's zone, as text; PostgreSQL takes it as it is).
@@ -76,7 +91,7 @@ def preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
             return whole(value)
 
         return datetime_value
-    if kind in _INTEGERS:
+    if any(_prepares_as(field, integer) for integer in _INTEGERS):
         adapt_integer, internal = connection.ops.adapt_integerfield_value, field.get_internal_type()
 
         def integer_value(value: Any) -> Any:
@@ -84,10 +99,12 @@ def preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
                 return None
             if type(value) is int:
                 return adapt_integer(value, internal)
+            if isinstance(value, int):  # an IntegerChoices member (a priority), a bool
+                return adapt_integer(int(value), internal)
             return whole(value)
 
         return integer_value
-    if type(field) is models.ForeignKey:
+    if isinstance(field, models.ForeignKey) and _prepares_as(field, models.ForeignKey):
         target = field.target_field
         if type(target) in _AUTO_KEYS:
 
@@ -96,23 +113,24 @@ def preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
 
             return key_value
         return whole
-    if kind is models.FloatField:
+    if _prepares_as(field, models.FloatField):
 
         def float_value(value: Any) -> Any:
             return value if type(value) is float else whole(value)
 
         return float_value
-    if kind is models.BooleanField:
+    if _prepares_as(field, models.BooleanField):
 
         def bool_value(value: Any) -> Any:
             return value if type(value) is bool else whole(value)
 
         return bool_value
-    if kind is models.CharField or kind is models.TextField:
-        # get_prep_value's to_python gives a str back as it is.
+    if _prepares_as(field, models.CharField) or _prepares_as(field, models.TextField):
+        # get_prep_value's to_python gives any str back as it is (a TextChoices member, a
+        # status, included).
 
         def text_value(value: Any) -> Any:
-            return value if type(value) is str else whole(value)
+            return value if isinstance(value, str) else whole(value)
 
         return text_value
     return whole

@@ -528,6 +528,8 @@ _SAMPLES = [
     1.5,
     float("inf"),
     timezone.now(),
+    Status.QUEUED,  # a TextChoices member: a str subclass
+    Priority.HIGH,  # an IntegerChoices member: an int subclass
     {"v": 1, "list": [1, None]},
     [],
     ["a@example.com"],
@@ -576,3 +578,23 @@ def test_each_columns_shortcut_prepares_what_the_field_prepares(model) -> None:
             assert _comparable(got) == _comparable(want), (field.name, value)
             checked += 1
     assert checked > len(stored_fields(model))
+
+
+def test_a_field_that_prepares_its_own_way_takes_no_shortcut() -> None:
+    """A subclass of a Django field that changes how values are prepared goes the whole way;
+    one that changes something else (mailroom's ContentKey: the column's type) takes its
+    base's shortcut."""
+    from django.db import models
+
+    from mailroom.models import ContentKey
+    from mailroom.preparing import _prepares_as, preparer
+
+    class Shouting(models.CharField):
+        def get_prep_value(self, value):
+            return super().get_prep_value(value).upper()
+
+    assert preparer(Shouting(max_length=10))("quiet") == "QUIET"
+    assert not _prepares_as(Shouting(max_length=10), models.CharField)
+    assert _prepares_as(models.EmailField(), models.CharField)
+    assert _prepares_as(MessageContent._meta.get_field("message"), models.ForeignKey)
+    assert isinstance(MessageContent._meta.get_field("message"), ContentKey)
