@@ -107,6 +107,13 @@ SEND = (
         params={"connections": 2},
     ),
     SendConfig(
+        key="raw2-pipelined",
+        name="raw smtplib, 2 connections (2 processes), with RFC 2920 pipelining",
+        app="mailroom",
+        send="send.raw_smtplib",
+        params={"connections": 2, "pipelining": True},
+    ),
+    SendConfig(
         key="django-smtp",
         name="Django SMTP backend, 1 connection, no queue",
         app="mailroom",
