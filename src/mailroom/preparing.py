@@ -5,10 +5,10 @@ The inserts of enqueue (``inserting``) and of the send path's attempts (``record
 that they are stored exactly as the ORM would store them. ``field.get_db_prep_save(value,
 connection)`` is a chain of four or five calls for every value; for Django's own field types
 and the plain values mailroom itself puts in them, the one step of that chain that changes
-anything is taken directly here. Any other value, or a subclass's field, goes the whole way.
-A field of a subclass takes a shortcut only if it prepares values as its Django base does
-(mailroom's own ``ContentKey`` changes the column's type, not its values). Each shortcut is
-checked against the field's own preparation, value by value, on every database
+anything is taken directly here. Any other value goes the whole way, and so does every value
+of a field whose class prepares values its own way (a subclass that changes something else,
+as mailroom's ``ContentKey`` changes the column's type, takes its base's shortcut). Each
+shortcut is checked against the field's own preparation, value by value, on every database
 (tests/integration/test_enqueue.py).
 """
 
@@ -79,15 +79,15 @@ def preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
     if _prepares_as(field, models.DateTimeField):
         # An aware datetime passes get_prep_value unchanged (only a naive one is warned about
         # and made aware); adapt_datetimefield_value is what remains (SQLite and MySQL store
-        # it naive in the connection's zone, as text; PostgreSQL takes it as it is).
-        adapt_datetime = connection.ops.adapt_datetimefield_value
+        # it naive in the connection's zone, as text; PostgreSQL takes it as it is). Looked
+        # up on this thread's connection each time: the zone is that connection's.
 
         def datetime_value(value: Any) -> Any:
             # A message's unset dates (sent_at, claimed_until...) are most of its dates.
             if value is None:
                 return None
             if type(value) is datetime and value.utcoffset() is not None:
-                return adapt_datetime(value)
+                return connection.ops.adapt_datetimefield_value(value)
             return whole(value)
 
         return datetime_value
