@@ -27,6 +27,15 @@ def _ratio(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:.2f}"
 
 
+def _target_ratio(value: float, goal: float) -> str:
+    """``value`` as :func:`_ratio` writes it; where two decimals would round a miss up to the
+    target itself, three, rounded down (1.399 against 1.4)."""
+    shown = _ratio(value)
+    if value < goal and shown == f"{goal:.2f}":
+        return f"{math.floor(value * 1000) / 1000:.3f}"
+    return shown
+
+
 def _met(ok: bool | None) -> str:
     return {True: "met", False: "**missed**", None: "—"}[ok]
 
@@ -61,6 +70,7 @@ def targets(results: dict[str, Any], dbs: Sequence[str]) -> list[dict[str, Any]]
     for key, what, goal in (
         ("mailroom-send", "Send, one process (x raw smtplib, 1 connection)", 0.95),
         ("mailroom-worker", "Send, more than one connection: 1 process, 2 (x raw)", 1.4),
+        ("mailroom-worker-procs", "Send, more than one connection: 2 processes x 1 (x raw)", 1.4),
         ("mailroom-worker-p2c2", "Send, more than one connection: 2 processes x 2 (x raw)", 1.4),
     ):
         values: Values = {}
@@ -71,7 +81,7 @@ def targets(results: dict[str, Any], dbs: Sequence[str]) -> list[dict[str, Any]]
             if "unavailable" in row:
                 values[db] = ("not available yet", None)
             else:
-                values[db] = (_ratio(row["ratio"]), row["ratio"] >= goal)
+                values[db] = (_target_ratio(row["ratio"], goal), row["ratio"] >= goal)
         add(what, f"≥ {goal}", values)
 
     for key, what, goal in (
@@ -82,7 +92,7 @@ def targets(results: dict[str, Any], dbs: Sequence[str]) -> list[dict[str, Any]]
         for db in dbs:
             row = results.get("enqueue", {}).get(db, {}).get("summary", {}).get(key)
             if row is not None:
-                values[db] = (_ratio(row["ratio"]), row["ratio"] >= goal)
+                values[db] = (_target_ratio(row["ratio"], goal), row["ratio"] >= goal)
         add(what, f"≥ {goal:g}", values)
 
     claim_values: Values = {}
