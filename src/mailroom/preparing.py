@@ -17,21 +17,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 
 from django.db import connection, models
 
-#: Integer columns: get_prep_value's int() gives an int back as it is; what is left is the
-#: database's adapt_integerfield_value (which no built-in backend changes, but may).
-_INTEGERS = frozenset(
-    {
-        models.IntegerField,
-        models.SmallIntegerField,
-        models.PositiveIntegerField,
-        models.PositiveSmallIntegerField,
-        models.BigIntegerField,
-    }
-)
+F = TypeVar("F", bound=models.Field)  # type: ignore[type-arg]
 
 #: Primary keys a foreign key points at: int() and the backend's validate_autopk_value, which
 #: refuses 0 on MySQL (so only a positive int takes the shortcut).
@@ -43,7 +33,7 @@ _AUTO_KEYS = frozenset({models.AutoField, models.BigAutoField, models.SmallAutoF
 _PREPARATION = ("get_db_prep_save", "get_db_prep_value", "get_prep_value", "to_python")
 
 
-def _prepares_as(field: models.Field[Any, Any], base: type[models.Field[Any, Any]]) -> bool:
+def _prepares_as(field: models.Field[Any, Any], base: type[F]) -> TypeGuard[F]:
     kind = type(field)
     if kind is base:
         return True
@@ -60,7 +50,7 @@ def preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
     def whole(value: Any) -> Any:
         return field.get_db_prep_save(value, connection)
 
-    if isinstance(field, models.JSONField) and _prepares_as(field, models.JSONField):
+    if _prepares_as(field, models.JSONField):
         adapt_json, encoder = connection.ops.adapt_json_value, field.encoder
 
         def json_value(value: Any) -> Any:
@@ -91,7 +81,10 @@ def preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
             return whole(value)
 
         return datetime_value
-    if any(_prepares_as(field, integer) for integer in _INTEGERS):
+    if _prepares_as(field, models.IntegerField):
+        # Small, big and positive integers alike (an auto key prepares its own way); the
+        # int() of get_prep_value gives an int back as it is, and the database's
+        # adapt_integerfield_value is what remains.
         adapt_integer, internal = connection.ops.adapt_integerfield_value, field.get_internal_type()
 
         def integer_value(value: Any) -> Any:
@@ -104,7 +97,7 @@ def preparer(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
             return whole(value)
 
         return integer_value
-    if isinstance(field, models.ForeignKey) and _prepares_as(field, models.ForeignKey):
+    if _prepares_as(field, models.ForeignKey):
         target = field.target_field
         if type(target) in _AUTO_KEYS:
 
