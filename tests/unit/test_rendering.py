@@ -17,7 +17,9 @@ PINNED = {"Message-ID": "<175.1.2@host.example.com>", "Date": "Mon, 06 Jan 2025 
 # Mostly the shapes the fast path takes, with everything that must send it back to Django mixed
 # in: non-ASCII, runs of spaces, tabs, line ends, encoded-word look-alikes, long values.
 WORD = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=12)
-ODD = st.sampled_from(["", " ", "  ", "\t", "é", "=?utf-8?q?x?=", "\x0b", "\x00", ";", ","])
+ODD = st.sampled_from(
+    ["", " ", "  ", "\t", "é", "=?utf-8?q?x?=", "\x0b", "\x00", ";", ",", "\r\n", "\n", "\r"]
+)
 PLAIN_VALUE = st.lists(WORD.filter(bool), max_size=6).map(" ".join)
 VALUE = st.one_of(
     PLAIN_VALUE, PLAIN_VALUE, PLAIN_VALUE, st.lists(st.one_of(WORD, ODD), max_size=12).map(" ".join)
@@ -99,6 +101,14 @@ def test_the_common_message_takes_the_fast_path() -> None:
         lambda m: m.extra_headers.pop("Date"),
         lambda m: m.extra_headers.update({"From": "other@example.com"}),
         lambda m: setattr(m, "encoding", "iso-8859-1"),
+        # A line end inside a value would otherwise read as a header of its own.
+        lambda m: m.extra_headers.update({"X-Tag": "a\r\nX-Injected: b"}),
+        lambda m: m.extra_headers.update({"X-Tag": "a\nX-Injected: b"}),
+        lambda m: setattr(m, "subject", "Hi\r\nBcc: c@example.com"),
+        lambda m: m.extra_headers.update({"X-Tag": "a\rb"}),
+        # A trailing one too (a pattern anchored with $ once let it through).
+        lambda m: setattr(m, "to", ["b@example.com\n"]),
+        lambda m: setattr(m, "subject", "Hi\n"),
     ],
 )
 def test_anything_else_is_left_to_django(change) -> None:
