@@ -47,13 +47,14 @@ _REASON_PREFIX = "suppressed: "
 
 
 # A bare addr-spec, as stored in a message's envelope: lower-casing it is all normalize() would
-# do, and the delivery-time lookup runs for every recipient of every batch.
-_BARE_ADDR_SPEC = re.compile(r"^[^\s<>\"(),;:\\@]+@[^\s<>\"(),;:\\@]+$")
+# do, and the delivery-time lookup runs for every recipient of every batch. For fullmatch:
+# "$" would let a trailing newline through, and the address be stored with it.
+_BARE_ADDR_SPEC = re.compile(r"[^\s<>\"(),;:\\@]+@[^\s<>\"(),;:\\@]+")
 
 
 def normalize(address: str) -> str:
     """The form an address is stored and compared in; ValueError if it is no address."""
-    if _BARE_ADDR_SPEC.match(address) and address.isascii():
+    if _BARE_ADDR_SPEC.fullmatch(address) and address.isascii():
         return address.lower()
     envelope = compat.envelope_address(address)
     # Django 5.2's envelope form keeps a display name ("Name <a@b>"); only the addr-spec counts.

@@ -548,6 +548,16 @@ def test_an_attachment_name_cannot_escape_into_a_path_or_a_header(admin_client) 
     assert "X" not in response.headers
 
 
+def test_a_mimetype_with_a_trailing_newline_is_not_taken_for_one(admin_client) -> None:
+    row = queue_message(attachments=[("a.txt", b"x", "text/plain")])
+    payload = row.content.payload
+    payload["attachments"][0]["mimetype"] = "text/plain\n"
+    MessageContent.objects.filter(pk=row.pk).update(payload=payload)
+    response = admin_client.get(attachment(row.pk, 0))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/octet-stream"
+
+
 def test_an_attachment_that_does_not_exist_is_not_found(admin_client) -> None:
     row = queue_message(attachments=[("a.txt", "x", "text/plain")])
     assert admin_client.get(attachment(row.pk, 1)).status_code == 404

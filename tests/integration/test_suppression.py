@@ -51,6 +51,17 @@ def test_addresses_are_stored_as_lower_cased_addr_specs(given: str, stored: str)
     assert suppression.suppressed([given]) == {given: "r"}
 
 
+def test_an_address_with_a_trailing_newline_is_never_stored_with_it() -> None:
+    # Stored with it, it would match no recipient: a suppression that suppresses nothing.
+    try:
+        added = suppression.suppress(["Bob@Example.com\n"], reason="r")
+    except ValueError:  # Django 6 refuses it as no address
+        assert not Suppression.objects.exists()
+        return
+    assert added == ["bob@example.com"]
+    assert suppression.suppressed(["bob@example.com"]) == {"bob@example.com": "r"}
+
+
 def test_something_that_is_no_address_is_refused_before_anything_is_written() -> None:
     with pytest.raises(ValueError):
         suppression.suppress(["ok@example.com", "not an address"], reason="r")

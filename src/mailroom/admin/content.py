@@ -19,7 +19,8 @@ from mailroom.models import Message
 
 # A declared MIME type we are willing to echo in a Content-Type header; anything else is served
 # as application/octet-stream.
-_MIMETYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
+# For fullmatch: with match, "$" would let a trailing newline through into the Content-Type.
+_MIMETYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*")
 _UNSAFE_FILENAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
@@ -106,7 +107,7 @@ def _attachment(index: int, item: Any) -> StoredAttachment:
     return StoredAttachment(
         index=index,
         filename=_safe_filename(filename, index),
-        mimetype=mimetype if isinstance(mimetype, str) and _MIMETYPE.match(mimetype) else "",
+        mimetype=mimetype if isinstance(mimetype, str) and _MIMETYPE.fullmatch(mimetype) else "",
         content=content,
     )
 
