@@ -70,3 +70,25 @@ def describe(with_postgres: bool) -> dict[str, Any]:
         "packages": {p: _version(p) for p in PACKAGES},
         "commit": _git("rev-parse", "--short", "HEAD") + (" + uncommitted src/" if dirty else ""),
     }
+
+
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time so far by kind, in ticks (the first line of /proc/stat), or
+    None where there is no such file."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    return [int(value) for value in fields[1:]] if fields[:1] == ["cpu"] else None
+
+
+def steal_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Of the CPU time that passed between two :func:`cpu_times`, the share the hypervisor
+    gave to other machines (steal, the eighth field): time this run's processes were ready to
+    run and did not. None where it is not known."""
+    if before is None or after is None or len(before) < 8 or len(after) < 8:
+        return None
+    # user, nice, system, idle, iowait, irq, softirq, steal (guest time is inside user).
+    spent = [b - a for a, b in zip(before[:8], after[:8], strict=True)]
+    total = sum(spent)
+    return spent[7] / total if total > 0 else None

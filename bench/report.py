@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -374,6 +375,47 @@ def _queries_table(queries: dict[str, Any], dbs: Sequence[str]) -> list[str]:
     ]
 
 
+#: How far apart (max - min, over the median) the reference's rounds may be before a run is
+#: called unsteady: its ratios then say more about the machine's neighbours than about what
+#: was measured.
+UNSTEADY = 0.25
+
+
+def _steadiness(results: dict[str, Any], dbs: Sequence[str]) -> list[str]:
+    """How steady the machine was: raw smtplib over one connection, round by round, and the
+    CPU time the hypervisor gave elsewhere."""
+    parts, unsteady = [], []
+    for db in dbs:
+        rates = [r["raw1"]["rate"] for r in results.get("send", {}).get(db, {}).get("rounds", [])]
+        rates = [rate for rate in rates if rate]
+        if len(rates) < 2:
+            continue
+        spread = (max(rates) - min(rates)) / statistics.median(rates)
+        each = " / ".join(_rate(rate) for rate in rates)
+        parts.append(f"{each} msg/s on {DB_NAMES[db]} ({spread:.0%} apart)")
+        if spread > UNSTEADY:
+            unsteady.append(DB_NAMES[db])
+    steal = results["environment"].get("steal")
+    lines = []
+    if parts:
+        lines.append(
+            "- Steadiness: raw smtplib over one connection, the reference of every send ratio, "
+            f"ran at {' and '.join(parts)} from round to round"
+            + (
+                f"; other machines took {steal:.1%} of the CPU time (steal)."
+                if steal is not None
+                else "."
+            )
+        )
+    if unsteady:
+        lines.append(
+            f"- **Unsteady run** ({', '.join(unsteady)}): the reference moved more than "
+            f"{UNSTEADY:.0%} between rounds, so the send ratios say more about the machine's "
+            "neighbours than about what was measured. Run again on a quieter machine."
+        )
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     env, opts = results["environment"], results["options"]
     dbs = list(opts["dbs"])
@@ -392,6 +434,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"big-message run; {opts['rounds']} round(s), configurations alternated, order rotated "
         "each round; medians over rounds; ratios are medians of per-round ratios. "
         "Absolute rates drift ±25 % between runs on shared machines: compare ratios.",
+        *_steadiness(results, dbs),
         "",
         "## Targets (issue #4)",
         "",

@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         "environment": environment.describe("postgres" in args.dbs),
     }
     log(f"mailroom benchmarks: {command}")
+    cpu_before = environment.cpu_times()
     prepare_databases(args.dbs)
     send_configs = selected_send(args.only_set)
     big = wanted(args.only_set, "big")
@@ -197,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             results.setdefault("pickup", {})[db] = suites.pickup_suite(db, args.depth_list, APPS)
             checkpoint(results, args.output)
     results["seconds"] = time.perf_counter() - started
+    results["environment"]["steal"] = environment.steal_share(cpu_before, environment.cpu_times())
     results["targets"] = report.targets(results, args.dbs)
     path = report.write(results, args.output)
     sys.stdout.write(path.read_text())
