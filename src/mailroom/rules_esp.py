@@ -105,7 +105,7 @@ def parse_retry_after(value: str, date: str | None = None) -> float | None:
     HTTP-date is ignored (None) and the retry policy's own backoff applies.
     """
     value = value.strip()
-    if value.isdigit():
+    if _is_decimal(value):
         return float(value)
     if not date:
         return None
@@ -191,9 +191,15 @@ def _header(headers: Any, name: str) -> str | None:
 def _int_or_none(value: object) -> int | None:
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _is_decimal(value.strip()) and len(value) < 20:
         return int(value)
     return None
+
+
+def _is_decimal(text: str) -> bool:
+    # ASCII digits only: str.isdigit() is also true of "²" and "¹" (a Latin-1 byte in a
+    # header), which int() and float() refuse, and classification must never raise.
+    return text.isascii() and text.isdigit()
 
 
 def _one_line(value: object) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import smtplib
 import socket
 import ssl
@@ -51,7 +52,7 @@ from mailroom.outcomes import (
     RecipientState,
     Verdict,
 )
-from mailroom.rules_esp import parse_retry_after
+from mailroom.rules_esp import api_facts, parse_retry_after
 
 SENT, RETRY, FAILED = Verdict.SENT, Verdict.RETRY, Verdict.FAILED
 RETRY_RECIPIENTS = Verdict.RETRY_RECIPIENTS
@@ -613,6 +614,7 @@ def test_undecodable_reply_bytes_are_replaced_not_fatal() -> None:
         (esp_error(503, headers={"Retry-After": "120"}), 120),
         (client_error("TooManyRequestsException", "", 429, {"retry-after": "7"}), 7),
         (esp_error(429, headers={"Retry-After": "tomorrow"}), None),
+        (esp_error(429, headers={"Retry-After": "\u00b2"}), None),
         (esp_error(429), None),
         (esp_error(500), None),
     ],
@@ -626,12 +628,15 @@ def test_undecodable_reply_bytes_are_replaced_not_fatal() -> None:
         "503 Retry-After delta-seconds",
         "AWS Retry-After from HTTPHeaders",
         "unparseable Retry-After is ignored",
+        "a Retry-After of a Latin-1 superscript is ignored, not an unexpected error",
         "429 without Retry-After leaves it to the retry policy",
         "500 gives no hint",
     ],
 )
 def test_pause_hint(error: BaseException, seconds: float | None) -> None:
-    assert classify(failing(error)).retry_after == seconds
+    result = classify(failing(error))
+    assert result.retry_after == seconds
+    assert not result.unexpected
 
 
 def test_server_retry_after_overrides_the_rows_default_pause() -> None:
@@ -659,6 +664,8 @@ def test_retry_after_http_date_is_measured_against_the_response_date_header() ->
         ("-5", None, None),
         ("1.5", None, None),
         ("soon", "Wed, 21 Oct 2015 07:28:00 GMT", None),
+        ("\u00b2", None, None),
+        ("9" * 400, None, math.inf),
     ],
     ids=[
         "delta-seconds",
@@ -669,10 +676,20 @@ def test_retry_after_http_date_is_measured_against_the_response_date_header() ->
         "negative is not delta-seconds",
         "fraction is not delta-seconds",
         "garbage",
+        "a Latin-1 superscript is no digit",
+        "too big for a float is forever (the policy caps it)",
     ],
 )
 def test_parse_retry_after(value: str, date: str | None, seconds: float | None) -> None:
     assert parse_retry_after(value, date) == seconds
+
+
+@pytest.mark.parametrize("status", ["\u00b2", "9" * 5000, "429 "])
+def test_a_status_is_read_only_from_ascii_digits_and_never_raises(status: str) -> None:
+    error = Exception("refused")
+    error.status_code = status  # type: ignore[attr-defined]
+    facts = api_facts(error)
+    assert (facts.status if facts else None) == (429 if status == "429 " else None)
 
 
 def test_esp_reason_names_the_status_code_and_message() -> None:
