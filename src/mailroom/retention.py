@@ -27,6 +27,7 @@ UNDELIVERED = (Status.FAILED, Status.CANCELLED)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_LONGEST = 1000 * 366 * 86400
 
 
 def parse_duration(text: str) -> timedelta:
@@ -35,7 +36,12 @@ def parse_duration(text: str) -> timedelta:
     if not match:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30d, 12h, 90m)")
     number, unit = match.groups()
-    return timedelta(seconds=float(number) * _UNITS[unit])
+    seconds = float(number) * _UNITS[unit]
+    if seconds > _LONGEST:
+        # Beyond it a date that old is out of datetime's range (year 1): refused here, with
+        # words, rather than as an OverflowError at the subtraction.
+        raise ValueError(f"not a duration: {text!r} is more than 1000 years")
+    return timedelta(seconds=seconds)
 
 
 def failed_since(moment: datetime) -> Q:
