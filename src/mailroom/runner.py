@@ -46,7 +46,10 @@ class Worker:
         self.concurrency = max(1, concurrency)
         self.burst = burst
         self.batch_size = batch_size
-        self.poll_interval = poll_interval or settings.poll_interval
+        if poll_interval is not None and not poll_interval > 0:
+            # A negative interval was a worker polling its database in a busy loop.
+            raise ValueError(f"poll_interval must be more than 0 seconds, not {poll_interval}")
+        self.poll_interval = poll_interval if poll_interval is not None else settings.poll_interval
         self.stop_timeout = stop_timeout
         self.lease = settings.lease
         self.say = say

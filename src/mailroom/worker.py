@@ -118,7 +118,10 @@ class Engine:
             if conf.rate_limit
         }
         self.worker_id = worker_id or make_worker_id()
-        self.batch_size = batch_size or self.settings.batch_size
+        if batch_size is not None and batch_size < 1:
+            # 0 was taken for the default and a negative size failed at the first claim.
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.batch_size = batch_size if batch_size is not None else self.settings.batch_size
         self.clock = clock = clock or _clock()
         self.rng = rng
         self.judge = Judge(rules=self.rules, policy=self.policy, clock=clock, rng=rng)

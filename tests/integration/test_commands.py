@@ -129,3 +129,37 @@ def test_send_with_bad_settings_exits_non_zero() -> None:
     proc = send_in_a_process(MAILROOM_TEST_BAD_SETTINGS="1")
     assert proc.returncode == 1
     assert "mailroom.E006" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "refusal"),
+    [
+        (("send", "--batch-size", "0"), "must be at least 1, not 0"),
+        (("send", "--batch-size", "-5"), "must be at least 1, not -5"),
+        (("send", "--batch-size", "ten"), "not a whole number"),
+        (("worker", "--burst", "--batch-size", "0"), "must be at least 1"),
+        (("worker", "--burst", "--poll-interval", "-1"), "must be more than 0 seconds"),
+        (("worker", "--burst", "--poll-interval", "0"), "must be more than 0 seconds"),
+        (("worker", "--burst", "--poll-interval", "nan"), "not a number of seconds"),
+        (("worker", "--burst", "--stop-timeout", "-1"), "must be 0 seconds or more"),
+    ],
+)
+def test_a_size_or_an_interval_out_of_range_is_a_usage_error(args, refusal: str) -> None:
+    """Before anything runs: a batch size of 0 had been taken for the default, a negative one
+    was a traceback at the first claim, and a negative poll interval a worker polling its
+    database in a busy loop."""
+    make()
+    with pytest.raises(CommandError, match=refusal):
+        run(*args)
+    assert Message.objects.get().status == Status.QUEUED
+
+
+def test_the_engine_and_the_worker_refuse_the_same_values() -> None:
+    from mailroom.runner import Worker
+    from mailroom.worker import Engine
+
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        Engine(batch_size=0)
+    with pytest.raises(ValueError, match="poll_interval must be more than 0"):
+        Worker(poll_interval=-1.0)
+    assert Engine(batch_size=7).batch_size == 7

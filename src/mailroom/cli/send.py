@@ -9,13 +9,19 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from mailroom.cli.arguments import at_least_one
 from mailroom.worker import Engine, RunStats
 
 HELP = "Send every due message, then exit (for cron)."
 
 
 def add_arguments(parser: ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument(
+        "--batch-size",
+        type=at_least_one,
+        default=None,
+        help="Messages per claim (default: BATCH_SIZE).",
+    )
 
 
 def run(command: BaseCommand, *, batch_size: int | None, verbosity: int, **_: Any) -> None:

@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 
 from mailroom import logged_writer, sqlite_commits
+from mailroom.cli.arguments import at_least_one, positive_seconds, seconds
 from mailroom.runner import Worker
 from mailroom.supervisor import Supervisor
 
@@ -34,12 +35,20 @@ def add_arguments(parser: ArgumentParser) -> None:
         help="Worker processes under one supervisor, each with --concurrency threads "
         "(processes do not share Python's interpreter lock; Unix only).",
     )
-    parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument(
-        "--poll-interval", type=float, default=None, help="Seconds between looks for due mail."
+        "--batch-size",
+        type=at_least_one,
+        default=None,
+        help="Messages per claim (default: BATCH_SIZE).",
     )
     parser.add_argument(
-        "--stop-timeout", type=float, default=30.0, help="Seconds allowed to finish on SIGTERM."
+        "--poll-interval",
+        type=positive_seconds,
+        default=None,
+        help="Seconds between looks for due mail.",
+    )
+    parser.add_argument(
+        "--stop-timeout", type=seconds, default=30.0, help="Seconds allowed to finish on SIGTERM."
     )
     parser.add_argument("--burst", action="store_true", help="Exit when nothing is left to send.")
     parser.add_argument(
