@@ -142,6 +142,10 @@ def test_send_with_bad_settings_exits_non_zero() -> None:
         (("worker", "--burst", "--poll-interval", "0"), "must be more than 0 seconds"),
         (("worker", "--burst", "--poll-interval", "nan"), "not a number of seconds"),
         (("worker", "--burst", "--stop-timeout", "-1"), "must be 0 seconds or more"),
+        (("status", "--max-oldest-due", "nan"), "not a number of seconds"),
+        (("status", "--max-oldest-due", "-5"), "must be 0 seconds or more"),
+        (("status", "--max-paused", "-1"), "must be 0 or more"),
+        (("status", "--max-failed-last-hour", "-1"), "must be 0 or more"),
     ],
 )
 def test_a_size_or_an_interval_out_of_range_is_a_usage_error(args, refusal: str) -> None:

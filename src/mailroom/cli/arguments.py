@@ -1,6 +1,6 @@
 """Argument types the subcommands share: a value out of range is a usage error that says so,
 before anything runs (``--poll-interval -1`` was a worker polling the database in a busy loop,
-``--batch-size -5`` a traceback)."""
+``--batch-size -5`` a traceback, ``status --max-oldest-due nan`` a check that never fired)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,17 @@ def at_least_one(text: str) -> int:
         raise ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def at_least_zero(text: str) -> int:
+    """A whole number of 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise ArgumentTypeError(f"must be 0 or more, not {value}")
     return value
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from mailroom import operations
+from mailroom.cli.arguments import at_least_zero, seconds
 
 HELP = "Counts by status, oldest due age, paused backends; exit 2 past a threshold."
 
@@ -25,19 +26,19 @@ def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", dest="as_json", help="One JSON object.")
     parser.add_argument(
         "--max-oldest-due",
-        type=float,
+        type=seconds,
         metavar="SECONDS",
         help="Exit 2 when the oldest due message has waited longer than this.",
     )
     parser.add_argument(
         "--max-failed-last-hour",
-        type=int,
+        type=at_least_zero,
         metavar="N",
         help="Exit 2 when more than N messages failed in the last hour.",
     )
     parser.add_argument(
         "--max-paused",
-        type=int,
+        type=at_least_zero,
         metavar="N",
         help="Exit 2 when more than N backends are paused (0: any pause).",
     )
