@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -29,6 +30,10 @@ _DURATIONS = (
     "SMTP_TIMEOUT",
     "POLL_INTERVAL",
 )
+#: Of those, the ones 0 cannot be: a lease of 0 lets any other worker take back a message
+#: being sent (sent twice), a poll interval of 0 is a worker polling its database in a busy
+#: loop, and a socket timeout of 0 makes every SMTP read fail at once.
+_NOT_ZERO = frozenset({"LEASE", "POLL_INTERVAL", "SMTP_TIMEOUT"})
 
 
 @register(Tags.compatibility)
@@ -67,10 +72,19 @@ def _check_numbers(raw: Mapping[str, Any]) -> list[CheckMessage]:
     for key in _DURATIONS:
         value = raw[key]
         seconds = value.total_seconds() if isinstance(value, timedelta) else value
-        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+        least = "more than 0" if key in _NOT_ZERO else "0 or more"
+        if (
+            not isinstance(seconds, (int, float))
+            or isinstance(seconds, bool)
+            # NaN compares false with everything, infinity overflows a date: neither is a time.
+            or not math.isfinite(seconds)
+            or seconds < 0
+            or (seconds == 0 and key in _NOT_ZERO)
+        ):
             errors.append(
                 Error(
-                    f"MAILROOM[{key!r}] must be a number of seconds or a timedelta, not {value!r}.",
+                    f"MAILROOM[{key!r}] must be a number of seconds ({least}) or a timedelta, "
+                    f"not {value!r}.",
                     id="mailroom.E006",
                 )
             )
