@@ -45,6 +45,9 @@ class Worker:
         settings = get_settings()
         self.concurrency = max(1, concurrency)
         self.burst = burst
+        if batch_size is not None and batch_size < 1:
+            # Refused here, not in each delivery thread's Engine once the worker runs.
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self.batch_size = batch_size
         if poll_interval is not None and not poll_interval > 0:
             # A negative interval was a worker polling its database in a busy loop.

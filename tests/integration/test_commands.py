@@ -166,4 +166,6 @@ def test_the_engine_and_the_worker_refuse_the_same_values() -> None:
         Engine(batch_size=0)
     with pytest.raises(ValueError, match="poll_interval must be more than 0"):
         Worker(poll_interval=-1.0)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        Worker(batch_size=-5)
     assert Engine(batch_size=7).batch_size == 7
