@@ -67,10 +67,10 @@ def render_simple(message: EmailMessage) -> bytes | None:
             return None
         lines.append(f"{name}: {value!s}")
     headers = "\r\n".join(lines)
-    # One match for every header at once (a pattern per header was a third of the time
-    # spent here). A value holding a line end would read as two headers to the pattern: the
-    # count of LFs is one short of the headers' only if none holds one (and a lone CR
-    # matches nothing).
+    # One match for every header at once, not two per header (measured: 9.9 against 12.0 us
+    # for the whole rendering). A value holding a line end would read as two headers to the
+    # pattern: the count of LFs is one short of the headers' only if none holds one (and a
+    # lone CR matches nothing).
     if (
         max(map(len, lines)) > _MAX_HEADER_LINE
         or headers.count("\n") != len(lines) - 1
