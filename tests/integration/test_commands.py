@@ -89,6 +89,14 @@ def test_retry_id_acts_on_one_message_only() -> None:
     assert Message.objects.get(pk=other.pk).status == Status.FAILED
 
 
+def test_retry_of_an_id_that_names_no_message_says_so_and_does_nothing() -> None:
+    failed = make(Status.FAILED)
+    with pytest.raises(CommandError, match="no message with id 99999"):
+        run("retry", "--id", str(failed.pk), "--id", "99999")
+    failed.refresh_from_db()
+    assert failed.status == Status.FAILED
+
+
 def test_retry_without_a_target_is_an_error() -> None:
     with pytest.raises(CommandError, match="--deferred"):
         run("retry")

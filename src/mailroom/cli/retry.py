@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from mailroom import operations
+from mailroom.models import Message
 
 HELP = "Make waiting or failed messages due now."
 
@@ -23,6 +24,13 @@ def run(
 ) -> None:
     if not (deferred or failed or ids):
         raise CommandError("mailroom retry: say what to retry: --deferred, --failed or --id N")
+    if ids:
+        # An id that names no message is a typo: said, and nothing done, rather than a
+        # "0 message(s)" that reads as if that message had nothing to retry.
+        found = set(Message.objects.filter(pk__in=ids).values_list("pk", flat=True))
+        missing = sorted(set(ids) - found)
+        if missing:
+            raise CommandError(f"mailroom retry: no message with id {', '.join(map(str, missing))}")
     if ids and not (deferred or failed):
         deferred = failed = True
     if deferred:
