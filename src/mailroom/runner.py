@@ -138,7 +138,10 @@ class Worker:
                         continue
                     if self.burst:
                         return
-                    self.waiter.wait(next_wakeup(timezone.now(), self.poll_interval))
+                    self.waiter.wait(
+                        next_wakeup(timezone.now(), self.poll_interval),
+                        unless=self.stopping.is_set,
+                    )
                     failing_since = None
                 except DatabaseError as exc:
                     failing_since = failing_since or time.monotonic()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -48,11 +49,18 @@ class Waiter:
             self._generation += 1
             self._condition.notify_all()
 
-    def wait(self, timeout: float) -> None:
-        """Block until woken or ``timeout`` seconds have passed."""
+    def wait(self, timeout: float, *, unless: Callable[[], bool] = lambda: False) -> None:
+        """Block until woken or ``timeout`` seconds have passed; not at all if ``unless()``.
+
+        ``unless`` closes a race: a wake-up that came between the caller's last look at its
+        own state (a stop asked for) and this call is already counted when the wait begins,
+        so it would not end it, and the caller would sleep a whole poll interval (a worker
+        told to stop while it found nothing to send ignored the signal that long). Its state
+        is looked at under the lock, where a wake-up cannot slip in unseen.
+        """
         with self._condition:
             seen = self._generation
-            self._condition.wait_for(lambda: self._generation != seen, timeout=timeout)
+            self._condition.wait_for(lambda: self._generation != seen or unless(), timeout=timeout)
 
     def _listen(self) -> None:
         import psycopg
