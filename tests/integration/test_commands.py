@@ -152,8 +152,8 @@ def test_send_with_bad_settings_exits_non_zero() -> None:
         (("worker", "--burst", "--stop-timeout", "-1"), "must be 0 seconds or more"),
         (("status", "--max-oldest-due", "nan"), "not a number of seconds"),
         (("status", "--max-oldest-due", "-5"), "must be 0 seconds or more"),
-        (("status", "--max-paused", "-1"), "must be 0 or more"),
-        (("status", "--max-failed-last-hour", "-1"), "must be 0 or more"),
+        (("status", "--max-paused", "-1"), "must be at least 0, not -1"),
+        (("status", "--max-failed-last-hour", "-1"), "must be at least 0"),
     ],
 )
 def test_a_size_or_an_interval_out_of_range_is_a_usage_error(args, refusal: str) -> None:

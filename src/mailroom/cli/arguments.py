@@ -10,24 +10,12 @@ from argparse import ArgumentTypeError
 
 def at_least_one(text: str) -> int:
     """A whole number of 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+    return _whole(text, least=1)
 
 
 def at_least_zero(text: str) -> int:
     """A whole number of 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
+    return _whole(text, least=0)
 
 
 def seconds(text: str) -> float:
@@ -53,4 +41,14 @@ def _finite(text: str) -> float:
         raise ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not math.isfinite(value):
         raise ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return value
+
+
+def _whole(text: str, *, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < least:
+        raise ArgumentTypeError(f"must be at least {least}, not {value}")
     return value
