@@ -11,6 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from mailroom import importing
+from mailroom.cli.arguments import at_least_one
 
 HELP = "Move the queued mail of django-mailer / django-post_office into mailroom."
 
@@ -23,7 +24,9 @@ def add_arguments(parser: ArgumentParser) -> None:
         choices=sorted(importing.SOURCES),
         help="Import from this app only (repeatable). Default: every one installed.",
     )
-    parser.add_argument("--batch-size", type=int, default=500, help="Rows per transaction.")
+    parser.add_argument(
+        "--batch-size", type=at_least_one, default=500, help="Rows per transaction."
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="Do it all, then roll back: counts only."
     )
@@ -45,8 +48,6 @@ def run(
     **_: Any,
 ) -> None:
     installed = importing.installed_sources()
-    if batch_size < 1:
-        raise CommandError("mailroom import: --batch-size must be at least 1")
     if not sources:
         if not installed:
             raise CommandError(

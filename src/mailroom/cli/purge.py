@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from mailroom import retention
+from mailroom.cli.arguments import at_least_one
 
 HELP = "Delete sent/failed messages older than an age, with their history (never queued ones)."
 
@@ -33,7 +34,9 @@ def add_arguments(parser: ArgumentParser) -> None:
         metavar="AGE",
         help="Failed and cancelled messages that ended longer ago than AGE.",
     )
-    parser.add_argument("--batch-size", type=int, default=1000, help="Messages per transaction.")
+    parser.add_argument(
+        "--batch-size", type=at_least_one, default=1000, help="Messages per transaction."
+    )
     parser.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
 
 
@@ -51,8 +54,6 @@ def run(
         raise CommandError(
             "mailroom purge: say what to purge: --sent-older-than AGE, --failed-older-than AGE"
         )
-    if batch_size < 1:
-        raise CommandError("mailroom purge: --batch-size must be at least 1")
     # A progress line on a terminal only: a cron job's mail holds the summary and nothing else.
     show_progress = verbosity >= 1 and not dry_run and command.stderr.isatty()
 

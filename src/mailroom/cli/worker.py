@@ -26,11 +26,14 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument(
-        "--concurrency", type=int, default=1, help="Delivery threads, each with its own connection."
+        "--concurrency",
+        type=at_least_one,
+        default=1,
+        help="Delivery threads, each with its own connection.",
     )
     parser.add_argument(
         "--processes",
-        type=int,
+        type=at_least_one,
         default=1,
         help="Worker processes under one supervisor, each with --concurrency threads "
         "(processes do not share Python's interpreter lock; Unix only).",
@@ -82,8 +85,6 @@ def run(
         if verbosity >= 1:
             command.stdout.write(line)
 
-    if concurrency < 1 or processes < 1:
-        raise CommandError("mailroom worker: --concurrency and --processes must be at least 1")
     if processes > 1 and "fork" not in multiprocessing.get_all_start_methods():
         raise CommandError(
             "mailroom worker: --processes needs fork (Linux or another Unix); "
