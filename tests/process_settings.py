@@ -17,7 +17,7 @@ if "MAILROOM_WORKER_DB_PORT" in os.environ:
 MAILROOM["BACKENDS"]["default"]["OPTIONS"].update(
     host="127.0.0.1", port=int(os.environ["MAILROOM_WORKER_SMTP_PORT"]), timeout=10
 )
-for key in ("LEASE", "FLUSH_EVERY", "POLL_INTERVAL", "BATCH_SIZE"):
+for key in ("LEASE", "FLUSH_EVERY", "POLL_INTERVAL", "BATCH_SIZE", "BURST_PATIENCE"):
     if f"MAILROOM_WORKER_{key}" in os.environ:
         MAILROOM[key] = float(os.environ[f"MAILROOM_WORKER_{key}"])
         if key in ("FLUSH_EVERY", "BATCH_SIZE"):

@@ -29,6 +29,7 @@ _DURATIONS = (
     "LEASE",
     "SMTP_TIMEOUT",
     "POLL_INTERVAL",
+    "BURST_PATIENCE",
 )
 #: Of those, the ones 0 cannot be: a lease of 0 lets any other worker take back a message
 #: being sent (sent twice), a poll interval of 0 is a worker polling its database in a busy

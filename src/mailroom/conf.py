@@ -69,6 +69,10 @@ DEFAULTS: Mapping[str, Any] = {
     # The long-running worker looks for due mail at least this often (seconds). On
     # PostgreSQL it is also woken at once by a NOTIFY when mail is queued.
     "POLL_INTERVAL": 1.0,
+    # ``mailroom worker --burst`` goes on through a failing database (or an error that
+    # repeats) this long (seconds), then gives up and exits 1; a worker without --burst
+    # waits as long as it takes.
+    "BURST_PATIENCE": 30.0,
     # Put recipients refused for good as unknown (5.1.1, 5.1.2, 5.1.3, 5.1.10; an ESP's
     # "invalid"/"rejected") on the suppression list, so no later message is sent to them.
     "AUTO_SUPPRESS": False,
@@ -117,6 +121,7 @@ class MailroomSettings:
     flush_every: int
     sqlite_outcome_log: bool
     poll_interval: float
+    burst_patience: float
     auto_suppress: bool
 
 
@@ -189,6 +194,7 @@ def get_settings() -> MailroomSettings:
         flush_every=int(raw["FLUSH_EVERY"]),
         sqlite_outcome_log=bool(raw["SQLITE_OUTCOME_LOG"]),
         poll_interval=_seconds(raw["POLL_INTERVAL"]),
+        burst_patience=_seconds(raw["BURST_PATIENCE"]),
         auto_suppress=bool(raw["AUTO_SUPPRESS"]),
     )
 

@@ -5,7 +5,8 @@ Threads, each with its own database connection and its own backend connections, 
 (``mailroom.wakeup``). The process stops on SIGTERM or SIGINT: messages in flight are
 finished and recorded, what was claimed but not started goes back to the queue, and it exits
 0 within ``stop_timeout`` seconds. A second signal exits at once (claimed messages are then
-returned to the queue when their lease runs out). A database that goes away is waited for.
+returned to the queue when their lease runs out). A database that goes away is waited for;
+with ``burst``, for ``MAILROOM["BURST_PATIENCE"]`` seconds at most.
 """
 
 from __future__ import annotations
@@ -55,12 +56,18 @@ class Worker:
         self.poll_interval = poll_interval if poll_interval is not None else settings.poll_interval
         self.stop_timeout = stop_timeout
         self.lease = settings.lease
+        # A burst is a one-shot run (cron, a deploy step) whose retry is the next run: waiting
+        # for ever, as a long-running worker does, left each run waiting behind the last one
+        # for a database that did not exist. The default rides out a restart or a deadlock.
+        self.burst_patience = settings.burst_patience
         self.say = say
         self.stop_signals = stop_signals
         self.worker_id = make_worker_id()
         self.stopping = threading.Event()
         self.waiter = Waiter()
         self.stats = [RunStats() for _ in range(self.concurrency)]
+        #: Why a burst gave up (``burst_patience``); None while it has not.
+        self.failure: str | None = None
         self._signals = 0
 
     def run(self) -> int:
@@ -90,7 +97,7 @@ class Worker:
         self.waiter.stop()
         total = sum(s.sent for s in self.stats)
         self.say(f"mailroom worker {self.worker_id}: stopped; {total} sent")
-        return 0
+        return 1 if self.failure else 0
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -146,19 +153,37 @@ class Worker:
                 except DatabaseError as exc:
                     failing_since = failing_since or time.monotonic()
                     waited = time.monotonic() - failing_since
+                    if self._gives_up(waited, "the database has been unavailable", exc):
+                        return
                     logger.warning(
                         "mailroom: database unavailable for %.0f s (%s); waiting", waited, exc
                     )
                     _drop_connection()
                     self.stopping.wait(min(1.0 + waited / 2, 10.0))
-                except Exception:
+                except Exception as exc:
                     # An engine bug must not kill the thread: log it, breathe, go on.
+                    failing_since = failing_since or time.monotonic()
+                    waited = time.monotonic() - failing_since
+                    if self._gives_up(waited, "an unexpected error has repeated", exc):
+                        return
                     logger.exception("mailroom: unexpected error in the worker loop")
                     self.stopping.wait(1.0)
         finally:
             with contextlib.suppress(Exception):
                 run.close()  # a batch claimed ahead goes back to the queue
             connection.close()
+
+    def _gives_up(self, waited: float, why: str, exc: Exception) -> bool:
+        """With ``burst``, once failing for ``burst_patience`` s: say why, stop every thread
+        and make ``run`` exit 1. What they claimed goes back to the queue as at any stop (or,
+        if the database cannot take it, when its lease runs out)."""
+        if not self.burst or waited < self.burst_patience:
+            return False
+        if self.failure is None:
+            self.failure = f"{why} for {waited:.0f} s ({type(exc).__name__}: {exc}); gave up"
+            logger.error("mailroom worker --burst: %s", self.failure)
+        self.stop()
+        return True
 
 
 def _drop_connection() -> None:

@@ -17,7 +17,10 @@ process from itself, with no database connection open, and then only watches:
 - A worker process whose supervisor is gone (killed with SIGKILL) stops as if signalled:
   no orphan keeps delivering with nobody watching it.
 - With ``--burst`` every worker process exits when nothing is left to send, and so does the
-  supervisor; a worker process that dies is started again until the queue is drained.
+  supervisor; a worker process killed by a signal (SIGKILL, out of memory) is started again
+  until the queue is drained. One that exits with an error (it gave up on a failing database
+  after ``MAILROOM["BURST_PATIENCE"]``) is not: it would only fail again, for ever; the
+  supervisor exits 1 once the others are done.
 
 The processes are forked, not spawned: a project configured any way at all (settings module,
 ``settings.configure()``) is inherited as it is. That needs ``fork``, i.e. Linux or another
@@ -92,6 +95,8 @@ class Supervisor:
         self.say = say
         self._signals = 0
         self._stop_deadline: float | None = None
+        #: Which worker processes ended with an error, once ``run`` has returned 1.
+        self.failure: str | None = None
         self._context = multiprocessing.get_context("fork")
 
     def run(self) -> int:
@@ -117,6 +122,8 @@ class Supervisor:
                 self._send(signal.SIGKILL)
                 return 1
         failed = [s.number for s in self.slots if s.exit_code not in (None, 0)]
+        if failed:
+            self.failure = f"worker process(es) {', '.join(map(str, failed))} exited with an error"
         self.say(f"mailroom worker supervisor {os.getpid()}: stopped")
         return 1 if failed else 0
 
@@ -163,7 +170,7 @@ class Supervisor:
             slot.process.join()
             slot.process = None
             slot.exit_code = code if code is not None else 1
-            if self._stopping or (self.burst and code == 0):
+            if self._stopping or (self.burst and code is not None and code >= 0):
                 slot.done = True
                 continue
             lived = now - slot.started_at

@@ -145,3 +145,23 @@ def test_worker_started_before_the_database_then_through_a_restart(
     finally:
         if worker.proc.poll() is None:
             worker.kill()
+
+
+def test_a_burst_worker_rides_out_a_database_restart_within_its_patience(
+    private_postgres, smtp_server
+) -> None:
+    env = {**django_env(private_postgres, smtp_server.port), "MAILROOM_WORKER_BURST_PATIENCE": "60"}
+    private_postgres.start()
+    django(env, MIGRATE)
+    django(env, ENQUEUE.format(tag="queued"))
+    private_postgres.stop()
+    worker = WorkerProcess(["--burst"], env)
+    try:
+        wait_until(lambda: "database unavailable" in worker.output, 30, "the worker to wait")
+        private_postgres.start()
+        assert worker.wait(60) == 0, worker.output
+        assert smtp_server.count == 10
+        assert "gave up" not in worker.output
+    finally:
+        if worker.proc.poll() is None:
+            worker.kill()

@@ -162,6 +162,36 @@ def test_a_burst_worker_drains_a_deep_queue_without_stalling(
     assert sorted(smtp_server.message_ids()) == sorted(r.message_id for r in rows)
 
 
+def _unusable_database() -> str:
+    """A database name the worker's connection fails on (the server says so at connect)."""
+    if connection.vendor == "sqlite":
+        return "/nonexistent-mailroom-directory/queue.sqlite3"
+    return "mailroom_no_such_database"
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_burst_worker_gives_up_on_a_database_it_cannot_use(spawn_worker, processes) -> None:
+    """A burst is a one-shot run (cron): waiting for ever for its database would leave each
+    run waiting behind the last. It waits BURST_PATIENCE, then exits 1 saying why; under a
+    supervisor, a worker process that gave up is not started again."""
+    worker = spawn_worker(
+        "--burst", "--processes", processes, DB_NAME=_unusable_database(), BURST_PATIENCE=2
+    )
+    assert worker.wait(30) == 1, worker.output
+    assert "database unavailable for" in worker.output  # it did wait first
+    assert "mailroom worker --burst: the database has been unavailable for" in worker.output
+    if processes == "1":
+        assert "CommandError: mailroom worker: the database has been unavailable for" in (
+            worker.output
+        )
+    else:
+        assert "CommandError: mailroom worker: worker process(es) 0, 1 exited with an error" in (
+            worker.output
+        )
+        assert "restarting it" not in worker.output
+    assert "Traceback" not in worker.output
+
+
 def _scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         return str(response.read().decode())

@@ -113,18 +113,26 @@ def run(
             stop_signals=(signal.SIGTERM,) if supervised else (signal.SIGTERM, signal.SIGINT),
         )
 
+    failure = None
     if processes == 1:
-        code = make_worker().run()
+        worker = make_worker()
+        code = worker.run()
+        failure = worker.failure
     else:
-        code = Supervisor(
+        supervisor = Supervisor(
             processes=processes,
             make_worker=lambda number: make_worker(number, supervised=True),
             burst=burst,
             stop_timeout=stop_timeout,
             say=say,
-        ).run()
+        )
+        code = supervisor.run()
+        failure = supervisor.failure
     if code:
-        raise CommandError("mailroom worker: did not stop cleanly", returncode=code)
+        raise CommandError(
+            f"mailroom worker: {failure}" if failure else "mailroom worker: did not stop cleanly",
+            returncode=code,
+        )
 
 
 def sqlite_hint() -> str | None:
