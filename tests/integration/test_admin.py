@@ -215,11 +215,15 @@ def test_a_filtered_list_reads_its_rows_once(admin_client) -> None:
     ids = sorted((queue_message(subject="Needle").pk for _ in range(3)), reverse=True)
     queries = _list_queries(admin_client, f"{LIST}?q=needle")
     filtering = [sql for sql in queries if "needle" in sql.lower()]
-    assert len(filtering) == 2
-    # Counting reads the matching ids once; the page is then fetched by those ids, so that a
-    # search that must scan the table does not scan it twice.
+    by_id = [
+        sql for sql in queries if re.search(rf'["`]id["`] IN \({", ".join(map(str, ids))}\)', sql)
+    ]
+    # Counting reads the matching ids once; the page is then fetched by those ids alone, so
+    # that a search that must scan the table (or, on PostgreSQL, its index) does it once.
+    assert len(filtering) == 1
     assert re.search(r"LIMIT \d+", filtering[0])
-    assert re.search(rf'["`]id["`] IN \({", ".join(map(str, ids))}\)', filtering[1])
+    assert len(by_id) == 1
+    assert "needle" not in by_id[0].lower()
 
 
 def test_the_list_leaves_the_stored_message_in_the_database(admin_client) -> None:

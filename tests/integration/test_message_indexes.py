@@ -180,7 +180,13 @@ def test_the_migration_is_reversible() -> None:
     assert back[CLAIM] == (
         f"CREATE INDEX {CLAIM} ON public.{TABLE} USING btree (status, priority, due_at, id)"
     )
-    assert set(back) - set(forward) == {like}
+    # 0009 backwards puts 0005's partial trigram indexes back on the messages too.
+    trigram = {
+        f"mailroom_message_{c}_trgm_{g}"
+        for c in ("recipients", "subject")
+        for g in ("done", "queued")
+    }
+    assert set(back) - set(forward) == {like, *trigram}
     assert like not in again
     assert again[CLAIM].endswith(PARTIAL)
     assert again == forward

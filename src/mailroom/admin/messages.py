@@ -15,7 +15,6 @@ from django.contrib import admin
 from django.contrib.admin.views.main import SEARCH_VAR, ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import connections
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
@@ -164,17 +163,17 @@ class MessageAdmin(_MessageAdminBase):
     ) -> tuple[QuerySet[Message], bool]:
         """One phrase, matched as part of any recipient or of the subject, or a whole Message-ID.
 
-        ``recipients`` is a JSON list: its text form is searched, which needs no join and
-        cannot duplicate rows. No ordinary index serves a substring search; on PostgreSQL
-        trigram indexes make it fast (see :mod:`.search`). A Message-ID pasted whole, in its
-        angle brackets, is looked up by its own index only.
+        No ordinary index serves a substring search: on PostgreSQL a trigram index on the
+        contents makes it fast, elsewhere the subject and the recipients' JSON text are read
+        (see :mod:`.search`). Neither can list a message twice. A Message-ID pasted whole, in
+        its angle brackets, is looked up by its own index only.
         """
         term = search_term.strip()
         if not term:
             return queryset, False
         if _MESSAGE_ID.match(term):
             return queryset.filter(message_id=term), False
-        match = search.text_match(term, connections[queryset.db].vendor) | Q(message_id=term)
+        match = search.text_match(term, queryset.db) | Q(message_id=term)
         if not term.startswith("<"):  # Message-IDs are stored in their angle brackets
             match |= Q(message_id=f"<{term}>")
         return queryset.filter(match), False

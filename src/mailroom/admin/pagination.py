@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from django.core.paginator import Page, Paginator
 from django.db import connections
 from django.db.models import Model, QuerySet
+from django.db.models.sql.where import WhereNode
 from django.utils.functional import cached_property
 
 if TYPE_CHECKING:
@@ -69,8 +70,19 @@ class EstimatedCountPaginator(_Paginator):
         """Rows ``bottom`` to ``top`` (default: the count) of the list, by id if counting
         already found them; never an unbounded query."""
         if self.found is not None:
-            return self.queryset.filter(pk__in=self.found[bottom:top])
+            return self._by_id(self.found[bottom:top])
         return self.queryset[bottom : self.count if top is None else top]
+
+    def _by_id(self, ids: list[Any]) -> QuerySet[Model]:
+        """The list's rows with these ids, by id alone: they were read moments ago by counting,
+        and the list's filter again would cost its search again (on PostgreSQL the search's
+        subquery runs once per statement, whatever few rows the ids select). The queryset
+        keeps its ordering and its deferred columns; one that joins another table keeps its
+        filter, whose joins may be what it needs."""
+        rows = self.queryset.all()
+        if len(rows.query.alias_map) == 1:
+            rows.query.where = WhereNode()
+        return rows.filter(pk__in=ids)
 
     def page(self, number: int | str) -> Page[Any]:
         number = self.validate_number(number)

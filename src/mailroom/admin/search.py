@@ -1,38 +1,51 @@
 """The admin's search: one phrase, as part of any recipient or of the subject, or a Message-ID.
 
-On PostgreSQL trigram indexes serve the substring search (migration 0005). They are partial,
-one set for messages that are done (sent, failed, cancelled) and one for queued ones, so that a
-claim (queued to sending) adds nothing to them: every index entry of a row is written again
-when an UPDATE cannot be HOT, and status is indexed, so full trigram indexes were written at
-every claim as well as at every outcome. PostgreSQL uses a partial index only where the query
-itself implies its condition, so there the phrase is matched once per such group of statuses,
-each with the group's condition; messages being sent, the few a running worker holds, are
-found through the status index.
+Elsewhere the phrase is matched against the message's own columns (the subject, the recipients'
+JSON text), which a search reads whole. On PostgreSQL one trigram index serves it (migration
+0009): it is on the message's content, which is written once at enqueue and never updated,
+rather than on the message, whose row is written again at every status change (with every
+trigram of an index on it: status is indexed, so no such UPDATE is HOT). The phrase is matched
+there against :data:`CONTENT_TEXT`, the subject and the To, Cc and Bcc lists as the message
+was given, so a display name (``"Ada Lovelace" <ada@example.com>``) is found too.
 """
 
 from __future__ import annotations
 
-from django.db.models import Q
+from django.db import connections
+from django.db.models import BooleanField, F, Func, Q
+from django.db.models.expressions import RawSQL
 
-from mailroom.models import Status
+from mailroom.models import MessageContent
 
-#: The statuses of the partial trigram indexes, one index group each (see migration 0005).
-INDEXED_GROUPS: tuple[tuple[Status, ...], ...] = (
-    (Status.SENT, Status.FAILED, Status.CANCELLED),
-    (Status.QUEUED,),
+#: The expression the trigram index of migration 0009 is on: the same text, or the index does
+#: not serve the search (a test holds the two equal).
+CONTENT_TEXT = (
+    "UPPER(COALESCE(payload ->> 'subject', '') || ' ' || COALESCE(payload ->> 'to', '') "
+    "|| ' ' || COALESCE(payload ->> 'cc', '') || ' ' || COALESCE(payload ->> 'bcc', ''))"
 )
 
 
-def text_match(term: str, vendor: str) -> Q:
-    """Messages with ``term`` in a recipient or the subject, case-insensitively."""
-    text = Q(recipients__icontains=term) | Q(subject__icontains=term)
-    if vendor != "postgresql":
-        return text
-    grouped = [status for group in INDEXED_GROUPS for status in group]
-    # Every status lands in exactly one arm, so the arms together are the plain match.
-    rest = [status for status in Status if status not in grouped]
-    match = Q()
-    for group in (*INDEXED_GROUPS, tuple(rest)):
-        if group:
-            match |= Q(status__in=[s.value for s in group]) & text
-    return match
+def text_match(term: str, alias: str) -> Q:
+    """Messages with ``term`` in a recipient or the subject, case-insensitively, on database
+    ``alias``."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return Q(recipients__icontains=term) | Q(subject__icontains=term)
+    # As Django's icontains does: LIKE's wildcards in the phrase taken literally, and both
+    # sides upper-cased by PostgreSQL, so that they are folded alike.
+    pattern = f"%{connection.ops.prep_for_like_query(term)}%"
+    table = connection.ops.quote_name(MessageContent._meta.db_table)
+    column = connection.ops.quote_name(MessageContent._meta.pk.column)
+    found = RawSQL(f"SELECT {column} FROM {table} WHERE {CONTENT_TEXT} LIKE UPPER(%s)", (pattern,))
+    return Q(_AnyOf(F("pk"), found))
+
+
+class _AnyOf(Func):
+    """``id = ANY(ARRAY(<subquery>))``, not ``id IN (<subquery>)``: ORed with the Message-ID's
+    match (as the search is), an IN became a filter tried on every message (a sequential
+    scan); the array is made once and looked up through the primary key, a way in that the
+    planner ORs with the Message-ID's index."""
+
+    arg_joiner = " = ANY(ARRAY"
+    template = "%(expressions)s)"
+    output_field = BooleanField()
