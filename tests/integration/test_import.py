@@ -312,6 +312,10 @@ def test_an_app_not_installed_is_an_error(monkeypatch) -> None:
         ("email.message", "utils.socket.socket"),  # a class reached through attributes
         ("email.utils", "formataddr"),  # a function of an allowed package
         ("email.message", "Message.__class__"),
+        ("email.message", "re"),  # a module an allowed one imports: not a class
+        ("email.headerregistry", "MappingProxyType"),  # a class it imports from elsewhere
+        ("_codecs", "decode"),  # beside an allowed helper
+        ("copyreg", "__newobj__"),
     ],
 )
 def test_the_unpickler_refuses_anything_but_message_parts(module: str, name: str) -> None:
