@@ -357,7 +357,8 @@ def test_a_message_bigger_than_the_inline_limit_is_read_when_sent_and_arrives_wh
     from mailroom.models import MessageContent
 
     monkeypatch.setattr(claiming, "INLINE_MIME", 2000)
-    claiming._returning.cache_clear()  # the PostgreSQL claim has the limit in its SQL
+    claiming._returning.cache_clear()  # the one-statement claims have the limit in their SQL
+    claiming._returning_sqlite.cache_clear()
     try:
         big, bigger = (
             mailroom.enqueue(
@@ -373,6 +374,7 @@ def test_a_message_bigger_than_the_inline_limit_is_read_when_sent_and_arrives_wh
         run_send()
     finally:
         claiming._returning.cache_clear()
+        claiming._returning_sqlite.cache_clear()
     received = {m.message_id: m.data for m in smtp_server.messages}
     for row in (big, bigger, small):
         # The server's copy, as stored (line ends aside: DATA ends on one, and the server
