@@ -4,7 +4,8 @@ The queue is filled fast by cloning one row enqueued through the app's own API, 
 ``INSERT ... SELECT`` over ``generate_series`` on PostgreSQL and over a recursive CTE on SQLite
 (a million rows in seconds). Each clone is a valid queued message with a small payload; its
 time column steps back one second per clone, so the rows do not all share one sort key.
-Statistics are refreshed after a fill (``ANALYZE``; on PostgreSQL ``VACUUM (ANALYZE)``).
+On PostgreSQL statistics are refreshed after a fill (``VACUUM (ANALYZE)``, as autovacuum would);
+SQLite is left without, as a Django app's SQLite database is.
 """
 
 from __future__ import annotations
@@ -117,12 +118,17 @@ def _clone_beside_sql(model: type[Model], beside: type[Model]) -> str:
     )
 
 
-def _refresh_sql(model: type[Model]) -> str:
-    """Statistics for the planner, as autovacuum would gather after such a change. On
-    PostgreSQL a VACUUM too (a second for a million rows): left to autovacuum, it would start
-    in the middle of a measurement and compete with it."""
-    table = connection.ops.quote_name(model._meta.db_table)
-    return f"VACUUM (ANALYZE) {table}" if connection.vendor == "postgresql" else f"ANALYZE {table}"
+def _refresh_sql(model: type[Model]) -> str | None:
+    """On PostgreSQL, statistics for the planner, as autovacuum would gather after such a
+    change, and a VACUUM too (a second for a million rows): left to autovacuum, it would start
+    in the middle of a measurement and compete with it.
+
+    On SQLite nothing: nothing in a Django app runs ANALYZE, so its planner works without
+    statistics, and the pick-up is measured as it runs there. (With them, a claim that walked
+    the whole queue went unseen: the CHANGELOG's entry for the SQLite claim.)"""
+    if connection.vendor != "postgresql":
+        return None
+    return f"VACUUM (ANALYZE) {connection.ops.quote_name(model._meta.db_table)}"
 
 
 @task
@@ -140,11 +146,15 @@ def fill(depth: int) -> dict[str, Any]:
         above = model._default_manager.order_by("-pk").values_list("pk", flat=True).first()
         with connection.cursor() as cursor:
             cursor.execute(_clone_sql(model, spec.time_column), [missing, template])
-            cursor.execute(_refresh_sql(model))
+            tables = [model]
             if spec.beside is not None:
                 beside = apps.get_model(spec.beside)
                 cursor.execute(_clone_beside_sql(model, beside), [template, above])
-                cursor.execute(_refresh_sql(beside))
+                tables.append(beside)
+            for table in tables:
+                refresh = _refresh_sql(table)
+                if refresh is not None:
+                    cursor.execute(refresh)
     seconds = time.perf_counter() - t0
     _settle_writes()
     return {"seconds": seconds, "queued": queued.count(), "depth": depth}
