@@ -164,46 +164,48 @@ def _columns(alias: str) -> dict[str, Any]:
     }
 
 
+def _sql_parts(alias: str) -> dict[str, str]:
+    """The pieces both one-statement claims are made of, names quoted from the models' _meta."""
+    quote = connections[alias].ops.quote_name
+    meta, content = Message._meta, MessageContent._meta
+    column = {f.name: quote(f.column) for f in meta.concrete_fields}
+    table, pk = quote(meta.db_table), quote(meta.pk.column)
+    return {
+        "update": f"UPDATE {table} SET {column['status']} = %s, {column['claimed_by']} = %s, "
+        f"{column['claimed_until']} = %s WHERE {pk} IN (",
+        # 'queued' is in the SQL rather than a parameter: on PostgreSQL the claim index is
+        # partial on status = 'queued' (migration 0006), which a plan may use only where the
+        # statement itself implies it, and a generic plan of a server-side prepared statement
+        # (the server_side_binding and prepare_threshold options) would not know a
+        # parameter's value.
+        "due": f"SELECT {pk} FROM {table} WHERE {column['status']} = "
+        f"'{Status.QUEUED.value}' AND {column['due_at']} <= %s",
+        "order": f" ORDER BY {column['priority']}, {column['due_at']}, {pk} LIMIT %s",
+        "returned": ", ".join(column[f.name] for f in meta.concrete_fields),
+        "backend": column["backend"],
+        "pk": pk,
+        "content": quote(content.db_table),
+        "mime": quote(content.get_field("mime").column),
+        "link": quote(content.get_field("message").column),
+    }
+
+
 @cache
 def _returning(alias: str) -> _Returning:
-    connection = connections[alias]
-    meta = Message._meta
-    quote = connection.ops.quote_name
-    fields = list(meta.concrete_fields)
-    table = quote(meta.db_table)
-    column = {f.name: quote(f.column) for f in meta.concrete_fields}
-    pk = quote(meta.pk.column)
-    update = (
-        f"UPDATE {table} SET {column['status']} = %s, {column['claimed_by']} = %s, "
-        f"{column['claimed_until']} = %s WHERE {pk} IN ("
-    )
-    # 'queued' is in the SQL rather than a parameter: on PostgreSQL the claim index is partial
-    # on status = 'queued' (migration 0006), which a plan may use only where the statement
-    # itself implies it, and a generic plan of a server-side prepared statement (the
-    # server_side_binding and prepare_threshold options) would not know a parameter's value.
-    due = (
-        f"SELECT {pk} FROM {table} WHERE {column['status']} = '{Status.QUEUED.value}' "
-        f"AND {column['due_at']} <= %s"
-    )
+    sql = _sql_parts(alias)
+    update = "WITH claimed AS (" + sql["update"] + sql["due"]
     # The ORM's exclude(backend__in=...) of a NOT NULL column, as one array parameter.
-    excluding = f" AND NOT ({column['backend']} = ANY(%s))"
+    excluding = f" AND NOT ({sql['backend']} = ANY(%s))"
     # The content's MIME bytes come in the same round trip, joined to the claimed rows.
-    content = MessageContent._meta
-    mime = quote(content.get_field("mime").column)
-    link = quote(content.get_field("message").column)
+    mime, link = sql["mime"], sql["link"]
     tail = (
-        f" ORDER BY {column['priority']}, {column['due_at']}, {pk} LIMIT %s FOR UPDATE SKIP LOCKED"
-        ") RETURNING "
-        + ", ".join(column[f.name] for f in fields)
-        + f") SELECT claimed.*, c.{link} IS NOT NULL, "
+        f"{sql['order']} FOR UPDATE SKIP LOCKED) RETURNING {sql['returned']}) "
+        f"SELECT claimed.*, c.{link} IS NOT NULL, "
         f"CASE WHEN octet_length(c.{mime}) <= {int(INLINE_MIME)} THEN c.{mime} END, "
         f"octet_length(c.{mime}) > {int(INLINE_MIME)} FROM claimed "
-        f"LEFT JOIN {quote(content.db_table)} c ON c.{link} = claimed.{pk}"
+        f"LEFT JOIN {sql['content']} c ON c.{link} = claimed.{sql['pk']}"
     )
-    update = "WITH claimed AS (" + update
-    return _Returning(
-        sql=update + due + tail, sql_excluding=update + due + excluding + tail, **_columns(alias)
-    )
+    return _Returning(sql=update + tail, sql_excluding=update + excluding + tail, **_columns(alias))
 
 
 def _claim_returning(
@@ -243,12 +245,7 @@ def _sqlite_returns(connection: BaseDatabaseWrapper) -> bool:
 
 @cache
 def _returning_sqlite(alias: str) -> _Returning:
-    connection = connections[alias]
-    meta = Message._meta
-    quote = connection.ops.quote_name
-    table = quote(meta.db_table)
-    column = {f.name: quote(f.column) for f in meta.concrete_fields}
-    pk = quote(meta.pk.column)
+    sql = _sql_parts(alias)
     # No status condition on the outer UPDATE, unlike PostgreSQL's: SQLite runs the whole
     # statement, subquery included, on one snapshot under its one write lock, so it is a
     # compare-and-set as it stands. And there one would cost the depth of the queue: without
@@ -256,23 +253,14 @@ def _returning_sqlite(alias: str) -> _Returning:
     # takes "status = 'queued'" for the better way in and walks every queued row of the claim
     # index, testing each against the hundred ids, where it otherwise fetches the hundred by
     # id (4.1 against 1.5 ms of CPU a claim of 100 at 10,000 queued; linear in the queue).
-    update = (
-        f"UPDATE {table} SET {column['status']} = %s, {column['claimed_by']} = %s, "
-        f"{column['claimed_until']} = %s WHERE {pk} IN (SELECT {pk} FROM {table} "
-        f"WHERE {column['status']} = '{Status.QUEUED.value}' AND {column['due_at']} <= %s"
-    )
+    update = sql["update"] + sql["due"]
     # The backends to leave out, as one parameter (a JSON array), as on PostgreSQL.
-    excluding = f" AND {column['backend']} NOT IN (SELECT value FROM json_each(%s))"
-    tail = (
-        f" ORDER BY {column['priority']}, {column['due_at']}, {pk} LIMIT %s) RETURNING "
-        + ", ".join(column[f.name] for f in meta.concrete_fields)
-    )
-    content = MessageContent._meta
-    mime = quote(content.get_field("mime").column)
-    link = quote(content.get_field("message").column)
+    excluding = f" AND {sql['backend']} NOT IN (SELECT value FROM json_each(%s))"
+    tail = f"{sql['order']}) RETURNING {sql['returned']}"
+    mime, link = sql["mime"], sql["link"]
     content_sql = (
         f"SELECT {link}, CASE WHEN length({mime}) <= {int(INLINE_MIME)} THEN {mime} END, "
-        f"length({mime}) > {int(INLINE_MIME)} FROM {quote(content.db_table)} "
+        f"length({mime}) > {int(INLINE_MIME)} FROM {sql['content']} "
         f"WHERE {link} IN (SELECT value FROM json_each(%s))"
     )
     return _Returning(
