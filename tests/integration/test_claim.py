@@ -200,7 +200,7 @@ def test_a_message_without_content_is_claimed_and_says_so_when_used() -> None:
         contents.of(claimed)
 
 
-# --- PostgreSQL's one statement --------------------------------------------------------------
+# --- The UPDATE ... RETURNING claims (PostgreSQL's one statement, SQLite's) -------------------
 
 
 @one_statement
