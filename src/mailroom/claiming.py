@@ -190,6 +190,13 @@ def _sql_parts(alias: str) -> dict[str, str]:
     }
 
 
+def _inline_mime_sql(mime: str, length: str) -> str:
+    """The MIME bytes where they are INLINE_MIME or fewer (else NULL), then whether they are
+    more; ``length`` is the database's function for a byte string's length."""
+    limit = int(INLINE_MIME)
+    return f"CASE WHEN {length}({mime}) <= {limit} THEN {mime} END, {length}({mime}) > {limit}"
+
+
 @cache
 def _returning(alias: str) -> _Returning:
     sql = _sql_parts(alias)
@@ -197,13 +204,11 @@ def _returning(alias: str) -> _Returning:
     # The ORM's exclude(backend__in=...) of a NOT NULL column, as one array parameter.
     excluding = f" AND NOT ({sql['backend']} = ANY(%s))"
     # The content's MIME bytes come in the same round trip, joined to the claimed rows.
-    mime, link = sql["mime"], sql["link"]
+    link, mime = sql["link"], _inline_mime_sql(f"c.{sql['mime']}", "octet_length")
     tail = (
         f"{sql['order']} FOR UPDATE SKIP LOCKED) RETURNING {sql['returned']}) "
-        f"SELECT claimed.*, c.{link} IS NOT NULL, "
-        f"CASE WHEN octet_length(c.{mime}) <= {int(INLINE_MIME)} THEN c.{mime} END, "
-        f"octet_length(c.{mime}) > {int(INLINE_MIME)} FROM claimed "
-        f"LEFT JOIN {sql['content']} c ON c.{link} = claimed.{sql['pk']}"
+        f"SELECT claimed.*, c.{link} IS NOT NULL, {mime} "
+        f"FROM claimed LEFT JOIN {sql['content']} c ON c.{link} = claimed.{sql['pk']}"
     )
     return _Returning(sql=update + tail, sql_excluding=update + excluding + tail, **_columns(alias))
 
@@ -218,23 +223,33 @@ def _claim_returning(
 ) -> list[Message]:
     statement = _returning(alias)
     connection = connections[alias]
-    adapt = connection.ops.adapt_datetimefield_value
-    params: list[Any] = [Status.SENDING.value, token, adapt(claimed_until)]
-    params.append(adapt(due_before))
-    if exclude_backends:
-        params.append(exclude_backends)
-    params.append(limit)
-    sql = statement.sql_excluding if exclude_backends else statement.sql
+    excluded = exclude_backends or None  # an array parameter
+    sql, params = _sql_params(
+        connection, statement, token, due_before, claimed_until, limit, excluded
+    )
     # One statement, so atomic without a transaction around it, in the query log
     # (assertNumQueries, the debug toolbar) like any ORM query. Through psycopg 3 its rows
     # come in binary: the MIME bytes as they are, not as hexadecimal text (pg_binary).
     data = pg_binary.fetchall(connection, sql, params)
-    # The lease as the ORM path leaves it on its rows: the very objects it was given.
-    lease = {"status": Status.SENDING, "claimed_by": token, "claimed_until": claimed_until}
-    rows = _rows(alias, statement, data, lease)
-    # RETURNING gives no order: sort as the subquery did (id makes the key unique).
-    rows.sort(key=lambda m: (m.priority, m.due_at, m.pk))
-    return rows
+    return _rows(alias, statement, data, token=token, claimed_until=claimed_until)
+
+
+def _sql_params(
+    connection: BaseDatabaseWrapper,
+    statement: _Returning,
+    token: str,
+    due_before: datetime,
+    claimed_until: datetime,
+    limit: int,
+    excluded: Any,
+) -> tuple[str, list[Any]]:
+    """A one-statement claim's SQL and parameters; ``excluded``, the backends to leave out as
+    the statement takes them in one parameter, or None."""
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [Status.SENDING.value, token, adapt(claimed_until), adapt(due_before)]
+    if excluded is None:
+        return statement.sql, [*params, limit]
+    return statement.sql_excluding, [*params, excluded, limit]
 
 
 def _sqlite_returns(connection: BaseDatabaseWrapper) -> bool:
@@ -257,10 +272,9 @@ def _returning_sqlite(alias: str) -> _Returning:
     # The backends to leave out, as one parameter (a JSON array), as on PostgreSQL.
     excluding = f" AND {sql['backend']} NOT IN (SELECT value FROM json_each(%s))"
     tail = f"{sql['order']}) RETURNING {sql['returned']}"
-    mime, link = sql["mime"], sql["link"]
+    link = sql["link"]
     content_sql = (
-        f"SELECT {link}, CASE WHEN length({mime}) <= {int(INLINE_MIME)} THEN {mime} END, "
-        f"length({mime}) > {int(INLINE_MIME)} FROM {sql['content']} "
+        f"SELECT {link}, {_inline_mime_sql(sql['mime'], 'length')} FROM {sql['content']} "
         f"WHERE {link} IN (SELECT value FROM json_each(%s))"
     )
     return _Returning(
@@ -284,12 +298,10 @@ def _claim_sqlite(
     plan above, a claimed row took 93-101 us of CPU at 10,000 queued, against 184-209.)"""
     statement = _returning_sqlite(alias)
     connection = connections[alias]
-    adapt = connection.ops.adapt_datetimefield_value
-    params: list[Any] = [Status.SENDING.value, token, adapt(claimed_until), adapt(due_before)]
-    if exclude_backends:
-        params.append(json.dumps(exclude_backends))
-    params.append(limit)
-    sql = statement.sql_excluding if exclude_backends else statement.sql
+    excluded = json.dumps(exclude_backends) if exclude_backends else None  # a JSON array
+    sql, params = _sql_params(
+        connection, statement, token, due_before, claimed_until, limit, excluded
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         returned = cursor.fetchall()
@@ -299,17 +311,22 @@ def _claim_sqlite(
         cursor.execute(statement.content_sql, [json.dumps([r[at] for r in returned])])
         stored = {link: (mime, big) for link, mime, big in cursor.fetchall()}
     data = [(*r, r[at] in stored, *stored.get(r[at], (None, None))) for r in returned]
-    lease = {"status": Status.SENDING, "claimed_by": token, "claimed_until": claimed_until}
-    rows = _rows(alias, statement, data, lease)
-    rows.sort(key=lambda m: (m.priority, m.due_at, m.pk))
-    return rows
+    return _rows(alias, statement, data, token=token, claimed_until=claimed_until)
 
 
 def _rows(
-    alias: str, statement: _Returning, data: Sequence[Sequence[Any]], lease: dict[str, Any]
+    alias: str,
+    statement: _Returning,
+    data: Sequence[Sequence[Any]],
+    *,
+    token: str,
+    claimed_until: datetime,
 ) -> list[Message]:
-    """Messages from the returned rows, their values converted as the ORM converts them."""
+    """Messages from the returned rows, their values converted as the ORM converts them, in
+    the order the claim took them."""
     connection = connections[alias]
+    # The lease as the ORM path leaves it on its rows: the very objects it was given.
+    lease = {"status": Status.SENDING, "claimed_by": token, "claimed_until": claimed_until}
     make = _instance if _plain() else _from_db
     rows = []
     for *returned, stored, mime, big in data:
@@ -329,6 +346,8 @@ def _rows(
             # A bigger message's bytes stay deferred, for read_mime.
             contents.attach_stored(row, {} if big else {"mime": mime})
         rows.append(row)
+    # RETURNING gives no order: sort as the subquery did (id makes the key unique).
+    rows.sort(key=lambda m: (m.priority, m.due_at, m.pk))
     return rows
 
 

@@ -113,26 +113,21 @@ def run(
             stop_signals=(signal.SIGTERM,) if supervised else (signal.SIGTERM, signal.SIGINT),
         )
 
-    failure = None
-    if processes == 1:
-        worker = make_worker()
-        code = worker.run()
-        failure = worker.failure
-    else:
-        supervisor = Supervisor(
+    runner: Worker | Supervisor = (
+        make_worker()
+        if processes == 1
+        else Supervisor(
             processes=processes,
             make_worker=lambda number: make_worker(number, supervised=True),
             burst=burst,
             stop_timeout=stop_timeout,
             say=say,
         )
-        code = supervisor.run()
-        failure = supervisor.failure
+    )
+    code = runner.run()
     if code:
-        raise CommandError(
-            f"mailroom worker: {failure}" if failure else "mailroom worker: did not stop cleanly",
-            returncode=code,
-        )
+        failure = runner.failure or "did not stop cleanly"
+        raise CommandError(f"mailroom worker: {failure}", returncode=code)
 
 
 def sqlite_hint() -> str | None:
