@@ -6,7 +6,7 @@ VENV := .venv
 VENV61 := .venv-dj61
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test browser lint test-sqlite test-postgres test-mariadb test-dj61 venv venv61 bench clean
+.PHONY: demo test browser pgbouncer lint test-sqlite test-postgres test-mariadb test-dj61 venv venv61 bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ test-dj61:
 browser:
 	bash .ci/install-browser.sh
 
+# A worker behind a pooler in transaction mode (tests/process/test_pgbouncer.py) runs against
+# Debian's PgBouncer (installed here if missing).
+pgbouncer:
+	bash .ci/install-pgbouncer.sh
+
 # The legs run two at a time, the longest first: each spends much of its time waiting on a
 # database, a socket or a worker process, so two share 2 CPUs well (CI on 2026-11-29: 16 min
 # 9 s one after another, 9 min 19 s two at a time). Every test database is named by the pid
@@ -69,7 +74,7 @@ browser:
 # environment itself, as it goes); -k runs every leg even after one fails.
 LEGS := test-dj61 test-mariadb test-postgres test-sqlite
 
-test: browser lint venv
+test: browser pgbouncer lint venv
 	@if [ -n "$(PY312)" ]; then $(MAKE) --no-print-directory venv61; fi
 	$(MAKE) --no-print-directory -k -j2 --output-sync=target $(LEGS)
 

@@ -12,8 +12,15 @@ from tests.settings import *  # noqa: F403
 from tests.settings import DATABASES, MAILROOM
 
 DATABASES["default"]["NAME"] = os.environ["MAILROOM_WORKER_DB_NAME"]
+if "MAILROOM_WORKER_LISTEN_DIRECT" in os.environ:
+    # The same database on the same server, not through MAILROOM_WORKER_DB_PORT (a pooler).
+    DATABASES["direct"] = dict(DATABASES["default"])
+    MAILROOM["LISTEN_DATABASE"] = "direct"
 if "MAILROOM_WORKER_DB_PORT" in os.environ:
     DATABASES["default"]["PORT"] = os.environ["MAILROOM_WORKER_DB_PORT"]
+if "MAILROOM_WORKER_BEHIND_POOLER" in os.environ:
+    # What Django's documentation asks for behind a pooler in transaction mode.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 MAILROOM["BACKENDS"]["default"]["OPTIONS"].update(
     host="127.0.0.1", port=int(os.environ["MAILROOM_WORKER_SMTP_PORT"]), timeout=10
 )

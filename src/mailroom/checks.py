@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db.utils import load_backend
 from django.utils.module_loading import import_string
 
 from . import compat
@@ -56,7 +57,36 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_backends(raw)
     errors += _check_classifiers(raw)
     errors += _check_mailers()
+    errors += _check_listen_database(raw["LISTEN_DATABASE"])
     return errors
+
+
+def _check_listen_database(alias: Any) -> list[CheckMessage]:
+    if alias is None:
+        return []
+    databases = settings.DATABASES
+    if not isinstance(alias, str) or alias not in databases:
+        return [
+            Error(
+                f"MAILROOM['LISTEN_DATABASE'] must be None or an alias of DATABASES, not "
+                f"{alias!r}.",
+                hint=f"Aliases: {', '.join(sorted(databases))}.",
+                id="mailroom.E010",
+            )
+        ]
+    try:
+        vendor = load_backend(str(databases[alias]["ENGINE"])).DatabaseWrapper.vendor
+    except Exception:  # Django's own checks report an engine that cannot be loaded
+        return []
+    if vendor != "postgresql":
+        return [
+            Error(
+                f"MAILROOM['LISTEN_DATABASE'] is {alias!r}, a {vendor} database: only "
+                "PostgreSQL has LISTEN.",
+                id="mailroom.E010",
+            )
+        ]
+    return []
 
 
 def _check_numbers(raw: Mapping[str, Any]) -> list[CheckMessage]:

@@ -69,6 +69,10 @@ DEFAULTS: Mapping[str, Any] = {
     # The long-running worker looks for due mail at least this often (seconds). On
     # PostgreSQL it is also woken at once by a NOTIFY when mail is queued.
     "POLL_INTERVAL": 1.0,
+    # The DATABASES alias whose PostgreSQL the worker's LISTEN connection goes to (None: the
+    # default database's). Behind a pooler in transaction mode (PgBouncer), where LISTEN
+    # cannot work, an alias that reaches PostgreSQL directly.
+    "LISTEN_DATABASE": None,
     # ``mailroom worker --burst`` goes on through a failing database (or an error that
     # repeats) this long (seconds), then gives up and exits 1; a worker without --burst
     # waits as long as it takes.
@@ -121,6 +125,7 @@ class MailroomSettings:
     flush_every: int
     sqlite_outcome_log: bool
     poll_interval: float
+    listen_database: str | None
     burst_patience: float
     auto_suppress: bool
 
@@ -194,6 +199,7 @@ def get_settings() -> MailroomSettings:
         flush_every=int(raw["FLUSH_EVERY"]),
         sqlite_outcome_log=bool(raw["SQLITE_OUTCOME_LOG"]),
         poll_interval=_seconds(raw["POLL_INTERVAL"]),
+        listen_database=raw["LISTEN_DATABASE"],
         burst_patience=_seconds(raw["BURST_PATIENCE"]),
         auto_suppress=bool(raw["AUTO_SUPPRESS"]),
     )

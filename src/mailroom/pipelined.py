@@ -106,9 +106,22 @@ class PipelinedWriter:
         inflight, self._inflight = self._inflight, None
         if inflight is None:
             return
-        moved, error = _collect(self._db.connection.pgconn)
+        raw = self._db.connection
+        moved, error, sqlstate = _collect(raw.pgconn)
         if error is not None:
-            logger.warning("mailroom: pipelined write failed (%s); writing it directly", error)
+            if sqlstate == _NO_SUCH_STATEMENT:
+                # The session that PREPAREd it is not this connection's any more: a pooler
+                # in transaction mode (PgBouncer) hands each transaction whichever server
+                # session is free. Prepared statements cannot be relied on here: from now on
+                # the statement travels whole.
+                _prepared_on[raw] = False
+                logger.warning(
+                    "mailroom: the prepared outcome statement is gone from this connection's "
+                    "database session (a pooler in transaction mode?); writing this outcome "
+                    "directly, and sending the statement whole from now on"
+                )
+            else:
+                logger.warning("mailroom: pipelined write failed (%s); writing it directly", error)
             self._batch.write_now(inflight.outcomes)
             return
         inflight.moved = moved
@@ -144,8 +157,9 @@ def _prepared(raw: Any, sql: bytes) -> bool:
     """Prepare the statement on ``raw`` once; True if it is prepared there.
 
     Prepared, PostgreSQL parses and plans the statement once per connection instead of once
-    per message. Where that fails (a pooler in transaction mode, say) the statement is sent
-    whole every time instead.
+    per message. Where that fails, or where a later EXECUTE finds it gone (``settle``: a
+    pooler in transaction mode hands each transaction another server session), the statement
+    is sent whole every time instead.
     """
     known = _prepared_on.get(raw)
     if known is not None:
@@ -168,15 +182,20 @@ def _flush(pgconn: Any) -> None:
         select.select([], [pgconn.socket], [])
 
 
-def _collect(pgconn: Any) -> tuple[int, str | None]:
-    """Drain every result of the statement in flight: (rows moved, error text or None).
+#: SQLSTATE invalid_sql_statement_name: EXECUTE of a statement this session never prepared.
+_NO_SUCH_STATEMENT = "26000"
+
+
+def _collect(pgconn: Any) -> tuple[int, str | None, str | None]:
+    """Drain every result of the statement in flight: (rows moved, error text or None, the
+    error's SQLSTATE or None).
 
     The waits are select() calls, never a blocking libpq call: that would hold the GIL while
     PostgreSQL works, and a thread of this process whose transaction the statement waits for
     (a claim made ahead, a second delivery thread) could then never finish it.
     """
     tuples_ok = _tuples_ok()
-    moved, error = 0, None
+    moved, error, sqlstate = 0, None, None
     try:
         # PostgreSQL has usually answered by now (the SMTP exchange took longer than the
         # write): read what has arrived before asking select() whether more will.
@@ -194,9 +213,11 @@ def _collect(pgconn: Any) -> tuple[int, str | None]:
             else:
                 message = result.error_message
                 error = message.decode("utf-8", "replace").strip() if message else "failed"
+                code = result.error_field(_sqlstate_field())
+                sqlstate = code.decode("ascii", "replace") if code else None
     except Exception as exc:  # the connection broke under the statement
         error = str(exc) or type(exc).__name__
-    return moved, error
+    return moved, error, sqlstate
 
 
 @functools.cache
@@ -205,3 +226,10 @@ def _tuples_ok() -> Any:
     from psycopg import pq
 
     return pq.ExecStatus.TUPLES_OK
+
+
+@functools.cache
+def _sqlstate_field() -> Any:
+    from psycopg import pq
+
+    return pq.DiagnosticField.SQLSTATE

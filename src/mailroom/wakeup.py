@@ -6,19 +6,27 @@ listener thread per worker process holds a dedicated autocommit connection (LIST
 notifications are not delivered to a connection inside a transaction) and wakes every
 delivery thread. If the listener's connection breaks, workers fall back to polling until it
 reconnects, so a lost notification costs at most one poll interval.
+
+Behind a pooler in transaction mode (PgBouncer) LISTEN cannot work: it runs in a server
+session that goes back to the pool, and the listener's connection then waits on none.
+Nothing fails; notifications just never come. So the listener first checks that a NOTIFY sent
+from another connection reaches it, and if not says so once and leaves the workers to poll.
+``MAILROOM["LISTEN_DATABASE"]`` points it at a database alias that reaches PostgreSQL directly.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Min
 
+from .conf import get_settings
 from .models import BackendState, Message, Status
 
 logger = logging.getLogger(__name__)
@@ -68,7 +76,17 @@ class Waiter:
         delay = 0.5
         while not self._closed.is_set():
             try:
-                with psycopg.connect(**_connection_params(), autocommit=True) as conn:
+                params = _connection_params(get_settings().listen_database)
+                with psycopg.connect(**params, autocommit=True) as conn:
+                    if not _notifications_arrive(conn, params):
+                        logger.warning(
+                            "mailroom: notifications do not reach this worker's LISTEN "
+                            "connection (PostgreSQL behind a pooler in transaction mode?): "
+                            "looking for mail every POLL_INTERVAL instead. Set "
+                            "MAILROOM['LISTEN_DATABASE'] to a database alias that reaches "
+                            "PostgreSQL directly."
+                        )
+                        return
                     conn.execute(f"LISTEN {CHANNEL}")
                     delay = 0.5
                     # Anything queued while we were not listening is found by this wake-up.
@@ -84,8 +102,32 @@ class Waiter:
                 delay = min(delay * 2, 10.0)
 
 
-def _connection_params() -> dict[str, Any]:
-    params = dict(connection.get_connection_params())
+#: How long a probe's NOTIFY may take to reach the listener (seconds): on a direct
+#: connection it arrives in milliseconds; behind a transaction pooler, never.
+PROBE_TIMEOUT = 5.0
+
+
+def _notifications_arrive(listener: Any, params: dict[str, Any]) -> bool:
+    """Whether a NOTIFY sent from another connection reaches ``listener``'s LISTEN.
+
+    From another connection, because a session is sent its own notifications before its
+    transaction ends: behind a pooler the listener's own NOTIFY would come back to it through
+    the session it borrowed for that transaction, and prove nothing.
+    """
+    import psycopg
+
+    channel = f"mailroom_probe_{secrets.token_hex(6)}"
+    listener.execute(f"LISTEN {channel}")
+    try:
+        with psycopg.connect(**params, autocommit=True) as sender:
+            sender.execute("SELECT pg_notify(%s, '')", [channel])
+        return any(note.channel == channel for note in listener.notifies(timeout=PROBE_TIMEOUT))
+    finally:
+        listener.execute(f"UNLISTEN {channel}")
+
+
+def _connection_params(alias: str | None = None) -> dict[str, Any]:
+    params = dict(connections[alias or DEFAULT_DB_ALIAS].get_connection_params())
     # Django adds psycopg objects for its own cursors; the listener needs plain settings.
     for key in ("cursor_factory", "context", "prepare_threshold", "server_side_binding"):
         params.pop(key, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 
 from mailroom.checks import check_settings
 
@@ -58,3 +59,20 @@ def test_default_settings_pass(settings) -> None:
 def test_each_mistake_is_reported_with_its_id(settings, mailroom, expected) -> None:
     settings.MAILROOM = mailroom
     assert expected in ids(settings)
+
+
+def test_listen_database_must_be_a_postgresql_alias(settings) -> None:
+    settings.MAILROOM = {**settings.MAILROOM, "LISTEN_DATABASE": "nowhere"}
+    (message,) = check_settings()
+    assert message.id == "mailroom.E010"
+    assert "'nowhere'" in message.msg
+    assert "default" in (message.hint or "")
+
+    # The suite runs on each database in turn: "default" is PostgreSQL in one run only.
+    settings.MAILROOM = {**settings.MAILROOM, "LISTEN_DATABASE": "default"}
+    if connection.vendor == "postgresql":
+        assert check_settings() == []
+    else:
+        (message,) = check_settings()
+        assert message.id == "mailroom.E010"
+        assert f"a {connection.vendor} database: only PostgreSQL has LISTEN" in message.msg

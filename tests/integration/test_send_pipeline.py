@@ -21,7 +21,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 import mailroom
-from mailroom import outcome_log, pipelined
+from mailroom import outcome_log, pipelined, recording_pg
 from mailroom.batch import Batch
 from mailroom.models import Attempt, Message, Status
 from mailroom.worker import Engine, RunStats
@@ -201,6 +201,36 @@ def test_a_failed_pipelined_write_is_written_the_ordinary_way(
     assert Message.objects.filter(status=Status.SENT).count() == 5
     assert Attempt.objects.count() == 5
     assert "writing it directly" in caplog.text
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the pipelined write is PostgreSQL's")
+def test_a_prepared_write_gone_from_the_session_is_sent_whole_from_then_on(
+    queue_to_smtp, caplog
+) -> None:
+    """Behind a pooler in transaction mode (PgBouncer) each transaction gets whichever server
+    session is free: the one that ran PREPARE may not be the one that runs EXECUTE. Here the
+    statement is prepared and then DEALLOCATEd on the worker's own session, the state such a
+    switch leaves: one write fails and is written the ordinary way, the rest go whole."""
+    queue(12)
+    connection.ensure_connection()
+    raw = connection.connection
+    assert pipelined._prepared(raw, recording_pg._libpq_statement())
+    with connection.cursor() as cursor:
+        cursor.execute(f"DEALLOCATE {pipelined.STATEMENT_NAME.decode()}")
+
+    with CaptureQueriesContext(connection) as queries:
+        stats = Engine(batch_size=12).send_due()
+
+    assert stats.sent == 12
+    assert Message.objects.filter(status=Status.SENT).count() == 12
+    assert Attempt.objects.count() == 12
+    assert not queue_to_smtp.duplicate_message_ids()
+    gone = [r for r in caplog.records if "prepared outcome statement is gone" in r.getMessage()]
+    assert len(gone) == 1, caplog.text
+    assert "pipelined write failed" not in caplog.text
+    # The other eleven were still written without waiting, as whole statements.
+    assert sum("sent without waiting" in q["sql"] for q in queries.captured_queries) == 12
+    assert pipelined._prepared_on[raw] is False
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the pipelined write is PostgreSQL's")
