@@ -79,13 +79,14 @@ class Waiter:
                 params = _connection_params(get_settings().listen_database)
                 with psycopg.connect(**params, autocommit=True) as conn:
                     if not _notifications_arrive(conn, params):
-                        logger.warning(
-                            "mailroom: notifications do not reach this worker's LISTEN "
-                            "connection (PostgreSQL behind a pooler in transaction mode?): "
-                            "looking for mail every POLL_INTERVAL instead. Set "
-                            "MAILROOM['LISTEN_DATABASE'] to a database alias that reaches "
-                            "PostgreSQL directly."
-                        )
+                        if not self._closed.is_set():  # not a stop that came mid-probe
+                            logger.warning(
+                                "mailroom: notifications do not reach this worker's LISTEN "
+                                "connection (PostgreSQL behind a pooler in transaction "
+                                "mode?): looking for mail every POLL_INTERVAL instead. Set "
+                                "MAILROOM['LISTEN_DATABASE'] to a database alias that "
+                                "reaches PostgreSQL directly."
+                            )
                         return
                     conn.execute(f"LISTEN {CHANNEL}")
                     delay = 0.5
