@@ -3,8 +3,8 @@ in front of the database: each transaction gets whichever server session is free
 a session keeps (a prepared statement) can be relied on from one transaction to the next.
 
 A real PgBouncer (Debian's package; `.ci/install-pgbouncer.sh` installs it), on a port of its
-own, in front of the test database, with fewer server sessions than the workers have
-connections, so that their transactions really do change sessions."""
+own, in front of the test database, with two server sessions handed out in turn, so that a
+worker's consecutive transactions really do change sessions."""
 
 from __future__ import annotations
 
