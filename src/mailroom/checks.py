@@ -58,7 +58,31 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_classifiers(raw)
     errors += _check_mailers()
     errors += _check_listen_database(raw["LISTEN_DATABASE"])
+    errors += _check_routers()
     return errors
+
+
+def _check_routers() -> list[CheckMessage]:
+    """mailroom reads its tables where it writes them. A worker reads back the messages it has
+    just claimed, and every worker reads the state they share (a backend's pause, a rate
+    limit's slots): from a replica that lags, it would see them as they were."""
+    from django.apps import apps
+    from django.db import router
+
+    for model in apps.get_app_config("mailroom").get_models():
+        reads, writes = router.db_for_read(model), router.db_for_write(model)
+        if reads != writes:
+            return [
+                Warning(
+                    f"DATABASE_ROUTERS send reads of mailroom's {model.__name__} to "
+                    f"{reads!r} and writes to {writes!r}: workers would read the queue and "
+                    "the state they share from a copy that may lag behind.",
+                    hint="Route app_label 'mailroom' to one database for reads and writes "
+                    "(docs/workers.md, 'Database routers').",
+                    id="mailroom.W002",
+                )
+            ]
+    return []
 
 
 def _check_listen_database(alias: Any) -> list[CheckMessage]:

@@ -76,3 +76,30 @@ def test_listen_database_must_be_a_postgresql_alias(settings) -> None:
         (message,) = check_settings()
         assert message.id == "mailroom.E010"
         assert f"a {connection.vendor} database: only PostgreSQL has LISTEN" in message.msg
+
+
+class PrimaryReplica:
+    """Django's documented primary/replica router: every read to a replica."""
+
+    def db_for_read(self, model, **hints):
+        return "replica"
+
+    def db_for_write(self, model, **hints):
+        return "default"
+
+
+class MailroomOnPrimary(PrimaryReplica):
+    """The same, with mailroom's tables read where they are written (docs/workers.md)."""
+
+    def db_for_read(self, model, **hints):
+        return "default" if model._meta.app_label == "mailroom" else "replica"
+
+
+def test_a_router_that_reads_mailroom_from_a_replica_is_warned_of(settings) -> None:
+    settings.DATABASE_ROUTERS = [f"{__name__}.PrimaryReplica"]
+    (message,) = check_settings()
+    assert message.id == "mailroom.W002"
+    assert "to 'replica' and writes to 'default'" in message.msg
+
+    settings.DATABASE_ROUTERS = [f"{__name__}.MailroomOnPrimary"]
+    assert check_settings() == []
