@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import router
 from django.db.utils import load_backend
 from django.utils.module_loading import import_string
 
@@ -66,9 +68,6 @@ def _check_routers() -> list[CheckMessage]:
     """mailroom reads its tables where it writes them. A worker reads back the messages it has
     just claimed, and every worker reads the state they share (a backend's pause, a rate
     limit's slots): from a replica that lags, it would see them as they were."""
-    from django.apps import apps
-    from django.db import router
-
     for model in apps.get_app_config("mailroom").get_models():
         reads, writes = router.db_for_read(model), router.db_for_write(model)
         if reads != writes:

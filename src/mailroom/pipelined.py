@@ -194,7 +194,8 @@ def _collect(pgconn: Any) -> tuple[int, str | None, str | None]:
     PostgreSQL works, and a thread of this process whose transaction the statement waits for
     (a claim made ahead, a second delivery thread) could then never finish it.
     """
-    tuples_ok = _tuples_ok()
+    pq = _pq()
+    tuples_ok = pq.ExecStatus.TUPLES_OK
     moved, error, sqlstate = 0, None, None
     try:
         # PostgreSQL has usually answered by now (the SMTP exchange took longer than the
@@ -213,7 +214,7 @@ def _collect(pgconn: Any) -> tuple[int, str | None, str | None]:
             else:
                 message = result.error_message
                 error = message.decode("utf-8", "replace").strip() if message else "failed"
-                code = result.error_field(_sqlstate_field())
+                code = result.error_field(pq.DiagnosticField.SQLSTATE)
                 sqlstate = code.decode("ascii", "replace") if code else None
     except Exception as exc:  # the connection broke under the statement
         error = str(exc) or type(exc).__name__
@@ -221,15 +222,8 @@ def _collect(pgconn: Any) -> tuple[int, str | None, str | None]:
 
 
 @functools.cache
-def _tuples_ok() -> Any:
+def _pq() -> Any:
     # psycopg is imported only where it is used: mailroom runs without it on other databases.
     from psycopg import pq
 
-    return pq.ExecStatus.TUPLES_OK
-
-
-@functools.cache
-def _sqlstate_field() -> Any:
-    from psycopg import pq
-
-    return pq.DiagnosticField.SQLSTATE
+    return pq
